@@ -1,0 +1,54 @@
+# Sluice — `make demo` and `make test` work on a fresh Debian machine (run as root).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+APT_PACKAGES := openvswitch-switch openvswitch-common containernetworking-plugins iproute2 \
+	ethtool iptables iperf3 tcpdump procps util-linux iputils-ping
+PYTEST_ARGS ?=
+
+.PHONY: deps apt venv lint typecheck test unit functional integration demo clean
+
+deps: apt venv
+
+# why: dpkg -s is checked first so a machine that has everything never calls apt-get.
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip >/dev/null
+	$(VPY) -m pip install -q -e '.[dev]'
+	touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(VPY) -m pytest -q tests/unit $(PYTEST_ARGS)
+
+functional: deps
+	$(VPY) -m pytest -q tests/functional $(PYTEST_ARGS)
+
+integration: deps
+	$(VPY) -m pytest -q tests/integration $(PYTEST_ARGS)
+
+test: deps lint typecheck
+	$(VPY) -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
+
+demo: deps
+	$(VPY) -m sandbox.demo
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

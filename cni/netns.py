@@ -1,0 +1,249 @@
+"""Netlink plumbing for pods: veth pairs, addresses, routes, MTU, checksum offload.
+
+# why: a netlink socket stays bound to the network namespace it was created in.
+# We switch only the *calling thread* into the pod's namespace (setns affects one
+# thread), create the sockets, and switch straight back. Each CNI request runs on
+# its own short-lived server thread, so no other work ever sees a foreign netns.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import ctypes
+import errno
+import fcntl
+import ipaddress
+import os
+import socket
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+_CLONE_NEWNET = 0x40000000
+_SIOCETHTOOL = 0x8946
+_ETHTOOL_GTXCSUM = 0x16
+_ETHTOOL_STXCSUM = 0x17
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class NetnsMissing(Exception):
+    """The network namespace path does not exist or is not a netns."""
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+@contextlib.contextmanager
+def entered(path: str) -> Iterator[None]:
+    """Run the body with the calling thread inside the netns at `path`."""
+    try:
+        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError as exc:
+        raise NetnsMissing(path) from exc
+    original = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            _setns(target)
+        except OSError as exc:
+            raise NetnsMissing(f"{path}: {exc}") from exc
+        try:
+            yield
+        finally:
+            _setns(original)
+    finally:
+        os.close(target)
+        os.close(original)
+
+
+class PodNetns:
+    """An open pod network namespace: a netlink socket and an ioctl socket in it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+        try:
+            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise NetnsMissing(path) from exc
+        with entered(path):
+            self.ipr = IPRoute()
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def close(self) -> None:
+        """Close the sockets and the namespace fd."""
+        self.ipr.close()
+        self.sock.close()
+        os.close(self.fd)
+
+    def __enter__(self) -> PodNetns:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def link_index(self, name: str) -> int | None:
+        """Index of link `name` in this netns, or None."""
+        return link_index(self.ipr, name)
+
+    def set_tx_checksum(self, ifname: str, enabled: bool) -> None:
+        """Turn TX checksum offload of `ifname` on or off (ethtool -K IF tx on|off)."""
+        _ethtool_value(self.sock, ifname, _ETHTOOL_STXCSUM, int(enabled))
+
+    def tx_checksum(self, ifname: str) -> bool:
+        """Whether TX checksum offload is on for `ifname`."""
+        return bool(_ethtool_value(self.sock, ifname, _ETHTOOL_GTXCSUM, 0))
+
+
+def _ethtool_value(sock: socket.socket, ifname: str, cmd: int, value: int) -> int:
+    # struct ethtool_value {u32 cmd; u32 data;} passed through ifreq.ifr_data
+    buf = array.array("I", [cmd, value])
+    addr, _ = buf.buffer_info()
+    ifreq = struct.pack("16sP", ifname.encode(), addr)
+    fcntl.ioctl(sock.fileno(), _SIOCETHTOOL, ifreq)
+    return buf[1]
+
+
+def link_index(ipr: IPRoute, name: str) -> int | None:
+    """Index of link `name`, or None when absent."""
+    found = ipr.link_lookup(ifname=name)
+    return found[0] if found else None
+
+
+def del_link_if_exists(ipr: IPRoute, name: str) -> bool:
+    """Delete link `name`; True when it existed. Idempotent."""
+    index = link_index(ipr, name)
+    if index is None:
+        return False
+    try:
+        ipr.link("del", index=index)
+    except NetlinkError as exc:
+        if exc.code != errno.ENODEV:
+            raise
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class VethPair:
+    """A created veth: host side name/index/MAC and container side name/index/MAC."""
+
+    host_name: str
+    host_index: int
+    host_mac: str
+    peer_name: str
+    peer_index: int
+    peer_mac: str
+
+
+def ensure_veth(
+    host: IPRoute, pod: PodNetns, host_name: str, peer_name: str, mtu: int, alias: str
+) -> VethPair:
+    """Create a veth with `peer_name` inside the pod netns; replaces a stale host end.
+
+    A host link called `host_name` can only be a leftover of an earlier attempt for
+    the same container and interface (the name is derived from them), so it is
+    removed first. The peer name must not exist in the pod (the caller checks).
+    """
+    del_link_if_exists(host, host_name)
+    host.link(
+        "add",
+        ifname=host_name,
+        kind="veth",
+        mtu=mtu,
+        peer={"ifname": peer_name, "net_ns_fd": pod.fd, "mtu": mtu},
+    )
+    host_index = link_index(host, host_name)
+    peer_index = pod.link_index(peer_name)
+    if host_index is None or peer_index is None:
+        raise RuntimeError(f"veth {host_name}/{peer_name} vanished right after creation")
+    host.link("set", index=host_index, ifalias=alias, state="up")
+    return VethPair(
+        host_name=host_name,
+        host_index=host_index,
+        host_mac=_mac(host, host_index),
+        peer_name=peer_name,
+        peer_index=peer_index,
+        peer_mac=_mac(pod.ipr, peer_index),
+    )
+
+
+def _mac(ipr: IPRoute, index: int) -> str:
+    return str(ipr.get_links(index)[0].get_attr("IFLA_ADDRESS"))
+
+
+Address = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def configure_pod_interface(
+    pod: PodNetns,
+    index: int,
+    addresses: Sequence[Address],
+    routes: Sequence[tuple[Network, IPAddr | None]],
+) -> None:
+    """Bring the pod interface and lo up, add addresses, then routes."""
+    lo = pod.link_index("lo")
+    if lo is not None:
+        pod.ipr.link("set", index=lo, state="up")
+    pod.ipr.link("set", index=index, state="up")
+    for addr in addresses:
+        pod.ipr.addr("add", index=index, address=str(addr.ip), prefixlen=addr.network.prefixlen)
+    for dst, gw in routes:
+        kwargs = {"dst": str(dst), "oif": index}
+        if gw is not None:
+            kwargs["gateway"] = str(gw)
+        pod.ipr.route("add", **kwargs)
+
+
+def link_addresses(ipr: IPRoute, index: int) -> set[Address]:
+    """The addresses configured on link `index`."""
+    out: set[Address] = set()
+    for msg in ipr.get_addr(index=index):
+        out.add(ipaddress.ip_interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}"))
+    return out
+
+
+def link_routes(ipr: IPRoute, index: int) -> set[tuple[Network, IPAddr | None]]:
+    """(destination, gateway) of the main-table routes leaving through link `index`."""
+    out: set[tuple[Network, IPAddr | None]] = set()
+    for family in (socket.AF_INET, socket.AF_INET6):
+        for msg in ipr.get_routes(family=family, oif=index, table=254):
+            dst = msg.get_attr("RTA_DST")
+            net = ipaddress.ip_network(
+                f"{dst or ('::' if family == socket.AF_INET6 else '0.0.0.0')}/{msg['dst_len']}"
+            )
+            gw = msg.get_attr("RTA_GATEWAY")
+            out.add((net, ipaddress.ip_address(gw) if gw else None))
+    return out
+
+
+def link_info(ipr: IPRoute, index: int) -> dict[str, object]:
+    """Name, MAC, MTU, state, kind and alias of link `index`."""
+    msg = ipr.get_links(index)[0]
+    info = msg.get_attr("IFLA_LINKINFO")
+    return {
+        "name": msg.get_attr("IFLA_IFNAME"),
+        "mac": msg.get_attr("IFLA_ADDRESS"),
+        "mtu": msg.get_attr("IFLA_MTU"),
+        "up": bool(msg["flags"] & 1),
+        "kind": info.get_attr("IFLA_INFO_KIND") if info else None,
+        "alias": msg.get_attr("IFLA_IFALIAS"),
+    }
+
+
+def links_with_alias_prefix(ipr: IPRoute, prefix: str) -> dict[str, str]:
+    """Map of link name → alias for links whose alias starts with `prefix`."""
+    out: dict[str, str] = {}
+    for msg in ipr.get_links():
+        alias = msg.get_attr("IFLA_IFALIAS")
+        if alias and alias.startswith(prefix):
+            out[msg.get_attr("IFLA_IFNAME")] = alias
+    return out

@@ -1,0 +1,81 @@
+"""The CNI server inside sluice-controller: warm OVSDB and netlink, start-up cleanup."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import replace
+
+from pyroute2 import IPRoute
+
+from cni import maintenance, netns
+from cni.commands import effective_netconf
+from cni.config import parse as parse_netconf
+from cni.node import NodeNetwork
+from cni.plugin import SluicePlugin
+from cni.ports import OvsdbPortStore
+from cni.server import CniServer
+from ovsdb import schema
+
+LOG = logging.getLogger(__name__)
+
+
+class CniService:
+    """Owns the CNI server and the node facts it answers with."""
+
+    def __init__(
+        self, socket_path: str, node: NodeNetwork, store: OvsdbPortStore, cni_path: str
+    ) -> None:
+        self._node = node
+        self._lock = threading.Lock()
+        self.store = store
+        self.cni_path = cni_path
+        self.plugin = SluicePlugin(self.node, store)
+        self.server = CniServer(socket_path, self.plugin)
+
+    def node(self) -> NodeNetwork:
+        """The node facts as of now."""
+        with self._lock:
+            return self._node
+
+    def set_pod_cidrs(self, cidrs: tuple[str, ...]) -> None:
+        """Use the node's podCIDR(s) learnt from the Node object."""
+        with self._lock:
+            self._node = replace(self._node, pod_cidrs=cidrs)
+
+    def start(self) -> None:
+        """Replay DELs recorded while down, remove dead attachments, then serve."""
+        failed = self.server.replay_pending_deletes(self.node().state_dir)
+        for failure in failed:
+            LOG.warning("pending DEL still fails: %s", failure)
+        errors = self.sweep_dead_attachments()
+        for error in errors:
+            LOG.warning("start-up GC: %s", error)
+        self.server.start()
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self.server.stop()
+
+    def sweep_dead_attachments(self) -> list[str]:
+        """GC at start-up: remove ports, veths and leases of pods whose veth is gone.
+
+        # why: the host veth dies with the pod's netns, whatever mount namespace we
+        # see it from, so "no host link" is a safe sign the attachment is dead.
+        """
+        node = self.node()
+        if not node.pod_cidrs:
+            return []
+        with IPRoute() as host:
+            keep = {
+                (p.external_ids.get(schema.CONTAINER_ID, ""), p.external_ids.get(schema.IF_NAME, ""))
+                for p in self.store.pod_ports()
+                if netns.link_index(host, p.name) is not None
+            }
+            conf = parse_netconf(json.dumps({"cniVersion": "1.0.0", "name": "sluice"}).encode())
+            netconf = effective_netconf(conf, node)
+            env = {"CNI_PATH": self.cni_path}
+            return maintenance.collect_stale(
+                keep, netconf, env, self.cni_path.split(":"), host, self.store
+            )
