@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from pyroute2 import IPRoute
 
 from cni import ipam, netns
@@ -61,7 +63,6 @@ def _check_port(args: CmdArgs, host: IPRoute, ovs: PortStore) -> None:
     port = ovs.find_pod_port(args.container_id, args.ifname)
     if port is None:
         _fail(f"no OVS port for container {args.container_id} interface {args.ifname}")
-    assert port is not None
     if not port.ofport or port.ofport < 0:
         _fail(f"OVS port {port.name} has no ofport ({port.ofport})")
     expected = host_ifname(args.container_id, args.ifname, PodIdentity.from_args(args.args).name)
@@ -74,5 +75,5 @@ def _check_port(args: CmdArgs, host: IPRoute, ovs: PortStore) -> None:
         _fail(f"host veth {port.name} is down")
 
 
-def _fail(msg: str) -> None:
+def _fail(msg: str) -> NoReturn:
     raise CniError(ERR_CHECK_FAILED, msg)

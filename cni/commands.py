@@ -11,6 +11,7 @@ import ipaddress
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -212,8 +213,8 @@ def delete(args: CmdArgs, conf: NetConf, node: NodeNetwork, host: IPRoute, ovs: 
     if port is not None:
         names.add(port.name)
     for name in sorted(names):
-        _try(errors, f"delete port {name}", lambda n=name: ovs.del_port(n, if_exists=True))
-        _try(errors, f"delete veth {name}", lambda n=name: netns.del_link_if_exists(host, n))
+        _try(errors, f"delete port {name}", partial(ovs.del_port, name, if_exists=True))
+        _try(errors, f"delete veth {name}", partial(netns.del_link_if_exists, host, name))
     netconf = _try(errors, "ipam config", lambda: effective_netconf(conf, node))
     if netconf is not None:
         _try(errors, "ipam release", lambda: ipam.run_ipam("DEL", netconf, args.env, args.path))

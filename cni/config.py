@@ -29,6 +29,7 @@ DEFAULT_STATE_DIR = "/var/lib/sluice"
 _SPEC_KEYS = frozenset(
     {"cniVersion", "cniVersions", "name", "type", "ipam", "dns", "args", "runtimeConfig"}
     | {"prevResult", "capabilities", "disableCheck", "disableGC"}
+    | {"cni.dev/valid-attachments", "cni.dev/attachments"}
 )
 # Keys of Sluice's own plugin configuration (docs/cni.md).
 _SLUICE_KEYS = frozenset({"serverSocket", "stateDir", "mtu", "logLevel"})

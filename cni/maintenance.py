@@ -32,6 +32,8 @@ Attachment = tuple[str, str]  # (container id, ifname)
 
 def status(conf: NetConf, node: NodeNetwork, ovs: PortStore) -> None:
     """Raise 51 when OVSDB or the bridge is unusable, 50 when no ADD can succeed."""
+    if not ovs.connected():
+        raise CniError(ERR_NOT_AVAILABLE_LIMITED, "OVSDB is not reachable")
     try:
         present = ovs.bridge_exists(node.bridge)
     except Exception as exc:  # noqa: BLE001 — any OVSDB failure means "not available"
@@ -127,8 +129,8 @@ def collect_stale(
                 lambda p=port.name: netns.del_link_if_exists(host, p),
             )
     for name, alias in netns.links_with_alias_prefix(host, "sluice/").items():
-        owner = parse_alias(alias)
-        if owner is not None and owner not in keep:
+        link_owner = parse_alias(alias)
+        if link_owner is not None and link_owner not in keep:
             _attempt(
                 errors, f"delete veth {name}", lambda n=name: netns.del_link_if_exists(host, n)
             )

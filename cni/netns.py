@@ -19,6 +19,7 @@ import socket
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -225,7 +226,18 @@ def link_routes(ipr: IPRoute, index: int) -> set[tuple[Network, IPAddr | None]]:
     return out
 
 
-def link_info(ipr: IPRoute, index: int) -> dict[str, object]:
+class LinkInfo(TypedDict):
+    """What `link_info` reports about a link."""
+
+    name: str
+    mac: str
+    mtu: int
+    up: bool
+    kind: str | None
+    alias: str | None
+
+
+def link_info(ipr: IPRoute, index: int) -> LinkInfo:
     """Name, MAC, MTU, state, kind and alias of link `index`."""
     msg = ipr.get_links(index)[0]
     info = msg.get_attr("IFLA_LINKINFO")

@@ -23,6 +23,7 @@ class PortStore(Protocol):
     def find_pod_port(self, container_id: str, if_name: str) -> PortRecord | None: ...
     def pod_ports(self) -> list[PortRecord]: ...
     def bridge_exists(self, bridge: str) -> bool: ...
+    def connected(self) -> bool: ...
 
 
 class OvsdbPortStore:
@@ -52,3 +53,7 @@ class OvsdbPortStore:
     def bridge_exists(self, bridge: str) -> bool:
         """Whether `bridge` exists."""
         return ports.bridge_exists(self.client, bridge)
+
+    def connected(self) -> bool:
+        """Whether the OVSDB session is up right now."""
+        return self.client.connected

@@ -94,8 +94,12 @@ def main(environ, stdin, stdout):
     env = {k: v for k, v in environ.items() if k.startswith("CNI_") or k == "PATH"}
     try:
         conf = json.loads(stdin or b"{}")
-    except ValueError:
+    except ValueError as exc:
         conf = {}
+        if command != "VERSION":
+            rc, out = _error(conf, 6, "network configuration is not valid JSON", str(exc))
+            stdout.write(out)
+            return rc
     if command == "VERSION":
         stdout.write(
             json.dumps(

@@ -41,8 +41,12 @@ def run(cfg: config_mod.Config, stop: threading.Event) -> int:
         cni_path = f"{cfg.cni.bin_dir}:/usr/lib/cni"
         service = CniService(cfg.cni.server_socket, node, OvsdbPortStore(client), cni_path)
         service.start()
-        LOG.info("CNI server on %s (mtu %d, tx checksum off: %s)", cfg.cni.server_socket,
-                 node.mtu, node.tx_checksum_off)
+        LOG.info(
+            "CNI server on %s (mtu %d, tx checksum off: %s)",
+            cfg.cni.server_socket,
+            node.mtu,
+            node.tx_checksum_off,
+        )
         print("sluice-controller ready", flush=True)
         stop.wait()
         service.stop()

@@ -69,7 +69,10 @@ class CniService:
             return []
         with IPRoute() as host:
             keep = {
-                (p.external_ids.get(schema.CONTAINER_ID, ""), p.external_ids.get(schema.IF_NAME, ""))
+                (
+                    p.external_ids.get(schema.CONTAINER_ID, ""),
+                    p.external_ids.get(schema.IF_NAME, ""),
+                )
                 for p in self.store.pod_ports()
                 if netns.link_index(host, p.name) is not None
             }

@@ -63,7 +63,7 @@ class Config(_Strict):
     mtu: int | None = Field(None, ge=576, le=65535)
     cni: CniSection = CniSection()  # type: ignore[call-arg]
     openflow: OpenFlowSection = OpenFlowSection()  # type: ignore[call-arg]
-    rest: RestSection = RestSection()
+    rest: RestSection = RestSection()  # type: ignore[call-arg]
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="logLevel")
 
     @field_validator("pod_cidr", "cluster_cidr", "service_cidr")

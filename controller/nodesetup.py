@@ -106,7 +106,7 @@ def uplink_mtu(cfg: Config, ipr: IPRoute) -> int:
             break
     if index is None:
         return 1500
-    return int(netns.link_info(ipr, index)["mtu"] or 1500)
+    return netns.link_info(ipr, index)["mtu"] or 1500
 
 
 def node_mtu(cfg: Config, ipr: IPRoute) -> int:

@@ -90,9 +90,21 @@ class CniNode:
         """(Re)start sluice-controller in the node netns; wait until it serves."""
         log = open(self.workdir / "controller.log", "a")  # noqa: SIM115 — closed in stop
         self.controller = subprocess.Popen(
-            ["ip", "netns", "exec", self.name, sys.executable, "-m", "controller",
-             "-c", str(self.workdir / "controller.yaml")],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True,
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.name,
+                sys.executable,
+                "-m",
+                "controller",
+                "-c",
+                str(self.workdir / "controller.yaml"),
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
         )
         deadline = time.monotonic() + READY_TIMEOUT
         assert self.controller.stdout is not None
@@ -157,12 +169,18 @@ class CniNode:
         }
         for name in drop:
             env.pop(name, None)
-        binary = self.bin_dir / plugin if (self.bin_dir / plugin).exists() else Path(
-            "/usr/lib/cni", plugin
+        binary = (
+            self.bin_dir / plugin
+            if (self.bin_dir / plugin).exists()
+            else Path("/usr/lib/cni", plugin)
         )
         proc = subprocess.run(
             ["ip", "netns", "exec", self.name, str(binary)],
-            input=json.dumps(conf), env=env, capture_output=True, text=True, timeout=120,
+            input=json.dumps(conf),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         out = json.loads(proc.stdout) if proc.stdout.strip() else {}
         return proc.returncode, out
@@ -191,7 +209,9 @@ class CniNode:
     def leases(self) -> list[str]:
         """host-local lease files of the default IPAM."""
         base = self.state_dir / "ipam" / "sluice"
-        return sorted(p.name for p in base.iterdir() if p.name[0].isdigit()) if base.exists() else []
+        return (
+            sorted(p.name for p in base.iterdir() if p.name[0].isdigit()) if base.exists() else []
+        )
 
     def host_links(self) -> list[str]:
         """Link names in the node netns."""

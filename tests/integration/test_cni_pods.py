@@ -65,17 +65,30 @@ def assert_tcp(server_ns: str, client_ns: str, server_ip: str) -> None:
     import sys
 
     server = subprocess.Popen(
-        ["ip", "netns", "exec", server_ns, sys.executable, "-c",
-         "import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"
-         "s.bind(('0.0.0.0',5001));s.listen();print('up',flush=True);c,_=s.accept();n=0\n"
-         "while True:\n d=c.recv(65536)\n if not d: break\n n+=len(d)\nprint(n)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            "ip",
+            "netns",
+            "exec",
+            server_ns,
+            sys.executable,
+            "-c",
+            "import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"
+            "s.bind(('0.0.0.0',5001));s.listen();print('up',flush=True);c,_=s.accept();n=0\n"
+            "while True:\n d=c.recv(65536)\n if not d: break\n n+=len(d)\nprint(n)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == "up"
-        client = in_netns(client_ns, sys.executable, "-c",
-                          f"import socket;s=socket.create_connection(('{server_ip}',5001),5);"
-                          "s.sendall(b'x'*(4<<20));s.close()", timeout=30)
+        client = in_netns(
+            client_ns,
+            sys.executable,
+            "-c",
+            f"import socket;s=socket.create_connection(('{server_ip}',5001),5);"
+            "s.sendall(b'x'*(4<<20));s.close()",
+            timeout=30,
+        )
         assert client.returncode == 0, client.stderr
         assert server.stdout.readline().strip() == str(4 << 20)
     finally:

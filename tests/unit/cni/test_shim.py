@@ -88,7 +88,7 @@ def test_del_with_server_down_succeeds_and_is_replayed(conf: dict[str, Any]) -> 
     plugin = RecordingPlugin()
     server = CniServer(conf["serverSocket"], plugin)
     assert server.replay_pending_deletes(conf["stateDir"]) == []
-    (name, args, _), = plugin.calls
+    ((name, args, _),) = plugin.calls
     assert (name, args.container_id, args.ifname, args.netns) == ("DEL", "abc", "eth0", "")
     assert not any((Path(conf["stateDir"]) / "pending-del").glob("*.json"))
 

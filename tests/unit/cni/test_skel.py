@@ -66,7 +66,7 @@ def test_add_dispatches_with_parsed_args() -> None:
     env = dict(BASE_ENV, CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p")
     rc, out = invoke(env, conf(), plugin)
     assert rc == 0 and out == {"cniVersion": "1.0.0", "ips": []}
-    (name, args, netconf), = plugin.calls
+    ((name, args, netconf),) = plugin.calls
     assert name == "ADD" and args.args["K8S_POD_NAME"] == "p" and args.path == ("/opt/cni/bin",)
     assert netconf.name == "sluice"
 

@@ -17,9 +17,7 @@ def sample() -> Result:
             Interface("eth0", "aa:bb:cc:dd:ee:02", sandbox="/run/netns/x", mtu=1450),
         ],
         ips=[
-            IPConfig(
-                ipaddress.ip_interface("10.244.1.5/24"), ipaddress.ip_address("10.244.1.1"), 1
-            )
+            IPConfig(ipaddress.ip_interface("10.244.1.5/24"), ipaddress.ip_address("10.244.1.1"), 1)
         ],
         routes=[Route(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_address("10.244.1.1"))],
         dns={"nameservers": ["10.96.0.10"]},
