@@ -1,23 +1,21 @@
 """sluice-controller: one process per node.
 
 Loads and validates the configuration first, then: connects to OVSDB, ensures
-br-int and gw0, and runs the CNI server. Without a kubeconfig and outside a
-cluster it runs standalone on the configured podCIDR (tests, bare nodes).
+br-int, gw0 and the tunnel port, and runs the os-ken app that programs br-int,
+the CNI server and the REST API (controller/runtime.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 
-from cni.ports import OvsdbPortStore
 from controller import config as config_mod
-from controller import nodesetup
-from controller.cniservice import CniService
-from ovsdb.connection import OvsdbClient
+from controller.runtime import run
 
 LOG = logging.getLogger("sluice.controller")
 
@@ -26,33 +24,6 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="sluice-controller", description=__doc__)
     parser.add_argument("--config", "-c", required=True, help="YAML configuration file")
     return parser.parse_args(argv)
-
-
-def run(cfg: config_mod.Config, stop: threading.Event) -> int:
-    """Run the node controller until `stop` is set."""
-    client = OvsdbClient(cfg.ovsdb, timeout=10.0)
-    try:
-        nodesetup.ensure_bridge(client, cfg)
-        pod_cidrs = (cfg.pod_cidr,) if cfg.pod_cidr else ()
-        if pod_cidrs:
-            gateway = nodesetup.ensure_gateway(client, cfg, pod_cidrs[0])
-            LOG.info("gateway %s ofport %d %s %s", *vars(gateway).values())
-        node = nodesetup.node_network(client, cfg, pod_cidrs)
-        cni_path = f"{cfg.cni.bin_dir}:/usr/lib/cni"
-        service = CniService(cfg.cni.server_socket, node, OvsdbPortStore(client), cni_path)
-        service.start()
-        LOG.info(
-            "CNI server on %s (mtu %d, tx checksum off: %s)",
-            cfg.cni.server_socket,
-            node.mtu,
-            node.tx_checksum_off,
-        )
-        print("sluice-controller ready", flush=True)
-        stop.wait()
-        service.stop()
-    finally:
-        client.close()
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         level=cfg.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # why: pyroute2 logs every netlink message at DEBUG; that drowns our own logs.
+    logging.getLogger("pyroute2").setLevel(logging.WARNING)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -74,4 +47,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    # why: os-ken's hub threads are not daemon threads and cannot be joined or
+    # killed from outside; after an orderly stop of our own parts, leave at once.
+    os._exit(code)

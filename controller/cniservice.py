@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 
 from pyroute2 import IPRoute
@@ -25,14 +26,19 @@ class CniService:
     """Owns the CNI server and the node facts it answers with."""
 
     def __init__(
-        self, socket_path: str, node: NodeNetwork, store: OvsdbPortStore, cni_path: str
+        self,
+        socket_path: str,
+        node: NodeNetwork,
+        store: OvsdbPortStore,
+        cni_path: str,
+        observer: Callable[[str, int, float], None] | None = None,
     ) -> None:
         self._node = node
         self._lock = threading.Lock()
         self.store = store
         self.cni_path = cni_path
         self.plugin = SluicePlugin(self.node, store)
-        self.server = CniServer(socket_path, self.plugin)
+        self.server = CniServer(socket_path, self.plugin, observer)
 
     def node(self) -> NodeNetwork:
         """The node facts as of now."""

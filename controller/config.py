@@ -56,6 +56,7 @@ class Config(_Strict):
     datapath_type: Literal["auto", "netdev", "system"] = Field("auto", alias="datapathType")
     ovsdb: str = "unix:/var/run/openvswitch/db.sock"
     kubeconfig: str | None = None
+    node_ip: str | None = Field(None, alias="nodeIP")
     pod_cidr: str | None = Field(None, alias="podCIDR")
     cluster_cidr: str = Field("10.244.0.0/16", alias="clusterCIDR")
     service_cidr: str = Field("10.96.0.0/12", alias="serviceCIDR")
@@ -66,12 +67,27 @@ class Config(_Strict):
     rest: RestSection = RestSection()  # type: ignore[call-arg]
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="logLevel")
 
+    @field_validator("node_ip")
+    @classmethod
+    def _ip(cls, value: str | None) -> str | None:
+        if value is not None:
+            ipaddress.ip_address(value)
+        return value
+
     @field_validator("pod_cidr", "cluster_cidr", "service_cidr")
     @classmethod
     def _cidr(cls, value: str | None) -> str | None:
         if value is not None:
             ipaddress.ip_network(value)  # raises ValueError naming the value
         return value
+
+
+def _check_cidrs(cfg: Config) -> None:
+    if cfg.pod_cidr is None:
+        return
+    pod, cluster = ipaddress.ip_network(cfg.pod_cidr), ipaddress.ip_network(cfg.cluster_cidr)
+    if pod.version != cluster.version or not pod.subnet_of(cluster):  # type: ignore[arg-type]
+        raise ConfigError(f"podCIDR: {pod} is not inside clusterCIDR {cluster}")
 
 
 def parse(data: Any) -> Config:
@@ -81,9 +97,11 @@ def parse(data: Any) -> Config:
     if not isinstance(data, dict):
         raise ConfigError("configuration must be a mapping")
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from exc
+    _check_cidrs(cfg)
+    return cfg
 
 
 def _describe(exc: ValidationError) -> str:

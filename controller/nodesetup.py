@@ -129,3 +129,47 @@ def node_network(client: OvsdbClient, cfg: Config, pod_cidrs: tuple[str, ...]) -
         tx_checksum_off=dp_type == "netdev" and not tso,
         state_dir=cfg.cni.state_dir,
     )
+
+
+def ensure_tunnel_port(client: OvsdbClient, cfg: Config, node_ip: str) -> None:
+    """The flow-based tunnel port tun0 (ofport 1): remote_ip and key set per flow."""
+    options = {"remote_ip": "flow", "key": "flow", "local_ip": node_ip}
+    with client.transaction() as txn:
+        txn.add(client.api.add_port(cfg.bridge, schema.TUNNEL_PORT, may_exist=True))
+        txn.add(
+            client.api.db_set(
+                "Interface",
+                schema.TUNNEL_PORT,
+                ("type", cfg.tunnel_type),
+                ("options", options),
+                ("ofport_request", schema.TUNNEL_OFPORT),
+            )
+        )
+
+
+def detect_node_ip(cfg: Config) -> str | None:
+    """The configured node IP, else the first IPv4 address of the uplink (or of the
+    default route's device)."""
+    if cfg.node_ip:
+        return cfg.node_ip
+    with IPRoute() as ipr:
+        index = netns.link_index(ipr, cfg.uplink_interface) if cfg.uplink_interface else None
+        if index is None:
+            for route in ipr.get_default_routes(family=2):
+                index = route.get_attr("RTA_OIF")
+                break
+        if index is None:
+            return None
+        for addr in netns.link_addresses(ipr, index):
+            if addr.version == 4:
+                return str(addr.ip)
+    return None
+
+
+def uplink_mac(cfg: Config) -> str | None:
+    """MAC of the configured uplink interface (routing and underlay modes)."""
+    if not cfg.uplink_interface:
+        return None
+    with IPRoute() as ipr:
+        index = netns.link_index(ipr, cfg.uplink_interface)
+        return netns.link_info(ipr, index)["mac"] if index is not None else None

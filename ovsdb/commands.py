@@ -259,3 +259,31 @@ class SetBridgeExternalIdsCommand(command.BaseCommand):
         for key, value in self.external_ids.items():
             if br.external_ids.get(key) != value:
                 br.setkey("external_ids", key, value)
+
+
+class EnsureFlowTableNamesCommand(command.BaseCommand):
+    """Give br-int's OpenFlow tables names (``Bridge.flow_tables`` → ``Flow_Table.name``).
+
+    # why: OVS 3.1 takes table names only from OVSDB Flow_Table rows (an OpenFlow
+    # table-mod cannot set them); `ovs-ofctl --names dump-flows` then prints them.
+    """
+
+    def __init__(self, api: Any, bridge: str, names: Mapping[int, str]) -> None:
+        super().__init__(api)
+        self.bridge, self.names = bridge, dict(names)
+
+    def run_idl(self, txn: Any) -> None:
+        br = _bridge(self.api, self.bridge)
+        current = dict(getattr(br, "flow_tables", {}))
+        changed = False
+        for table_id, name in self.names.items():
+            row = current.get(table_id)
+            if row is not None and first_value(row.name) == name:
+                continue
+            row = txn.insert(self.api.tables["Flow_Table"])
+            row.name = name
+            current[table_id] = row
+            changed = True
+        if changed:
+            br.flow_tables = current
+        self.result = changed

@@ -18,6 +18,7 @@ from ovsdb.commands import (
     AddPodPortCommand,
     DelPortCommand,
     EnsureBridgeCommand,
+    EnsureFlowTableNamesCommand,
     EnsureInternalPortCommand,
     SetBridgeExternalIdsCommand,
     first_value,
@@ -270,3 +271,13 @@ def _ovs_row(tables: Mapping[str, Any]) -> Any:
     for row in tables["Open_vSwitch"].rows.values():
         return row
     raise OvsdbError(reason="the Open_vSwitch table is empty (run `ovs-vsctl init`)")
+
+
+def ensure_flow_table_names(
+    client: OvsdbClient, bridge: str, names: Mapping[int, str], timeout: float | None = None
+) -> bool:
+    """Name ``bridge``'s OpenFlow tables (``{table id: name}``); True if anything changed."""
+    cmd = EnsureFlowTableNamesCommand(client.api, bridge, names)
+    with client.transaction(timeout=timeout, wait_vswitchd=False) as txn:
+        txn.add(cmd)
+    return bool(cmd.result)

@@ -186,6 +186,18 @@ class OvsInstance:
                 raise TimeoutError(f"timed out waiting for {what}; see {self.log_path(daemon)}")
             time.sleep(0.01)
 
+    def crash_vswitchd(self) -> None:
+        """SIGKILL ovs-vswitchd (a crash, for failure tests) and reap it; flows are lost."""
+        proc = self._procs.pop("ovs-vswitchd")
+        proc.kill()
+        proc.wait()
+
+    def start_vswitchd(self) -> None:
+        """Start ovs-vswitchd again after `crash_vswitchd`; return once it answers."""
+        if "ovs-vswitchd" in self._procs:
+            raise RuntimeError("ovs-vswitchd is running")
+        self._start_vswitchd()
+
     def stop(self) -> None:
         """Stop the daemons this object started (vswitchd first) and reap them. Idempotent.
 

@@ -74,6 +74,8 @@ class CniNode:
             "mode": self.mode,
             "ovsdb": self.ovs.db_remote,
             "podCIDR": self.pod_cidr,
+            "clusterCIDR": "10.250.0.0/16",
+            "nodeIP": "192.0.2.10",
             "cni": {
                 "serverSocket": str(self.socket),
                 "stateDir": str(self.state_dir),

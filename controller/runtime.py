@@ -1,0 +1,155 @@
+"""Wire the node controller together: OVSDB, node set-up, os-ken, reconciler, CNI, REST."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from cni.ports import OvsdbPortStore
+from controller import nodesetup
+from controller.app import start_osken
+from controller.cniservice import CniService
+from controller.config import Config
+from controller.metrics import Metrics
+from controller.podwatch import PodWatcher
+from controller.reconcile import Reconciler
+from controller.rest import RestServer, create_app
+from controller.state import NodeState
+from controller.switch import Switch
+from controller.viewimpl import NodeFacts, View
+from flows import cookies, pipeline
+from flows.model import NodeConfig
+from ovsdb import ports, schema
+from ovsdb.connection import OvsdbClient
+
+LOG = logging.getLogger(__name__)
+
+
+def node_name(cfg: Config) -> str:
+    """The configured node name, else $NODE_NAME, else the host name."""
+    return cfg.node_name or os.environ.get("NODE_NAME") or socket.gethostname()
+
+
+def choose_round(client: OvsdbClient, bridge: str) -> int:
+    """This process's flow round: the one after the round recorded on the bridge."""
+    recorded = ports.get_bridge_external_ids(client, bridge).get(schema.FLOW_ROUND, "0")
+    previous = int(recorded) if recorded.isdigit() else 0
+    return cookies.next_round(previous) if previous else 1
+
+
+@dataclass
+class Controller:
+    """Everything one sluice-controller process runs."""
+
+    cfg: Config
+    client: OvsdbClient
+    state: NodeState = field(default_factory=NodeState)
+    metrics: Metrics = field(default_factory=Metrics)
+    switch: Switch = field(init=False)
+    services: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.switch = Switch(self.metrics.observe_flow_mod)
+
+    def start(self) -> None:
+        """Set up the node, then start every component."""
+        cfg = self.cfg
+        dp_type = nodesetup.ensure_bridge(self.client, cfg)
+        ports.ensure_flow_table_names(self.client, cfg.bridge, pipeline.table_names())
+        self.round = choose_round(self.client, cfg.bridge)
+        pod_cidrs = (cfg.pod_cidr,) if cfg.pod_cidr else ()
+        if pod_cidrs:
+            self._set_node(pod_cidrs[0])
+        self.podwatch = PodWatcher(self.client, self.state)
+        self.podwatch.start()
+        self.reconciler = Reconciler(
+            self.state, self.switch, self.metrics, self.round, self._converged
+        )
+        self.reconciler.start()
+        start_osken(
+            cfg.openflow.listen_host,
+            cfg.openflow.port,
+            self.switch,
+            self.state,
+            self.metrics.set_switch_connected,
+        )
+        self._start_cni(pod_cidrs)
+        facts = NodeFacts(node_name(cfg), cfg.mode, cfg.tunnel_type, dp_type, cfg.bridge)
+        view = View(
+            facts,
+            self.state,
+            self.switch,
+            self.reconciler,
+            self.podwatch,
+            lambda: [self.reconciler._thread],
+        )
+        self.rest = RestServer(create_app(view, self.metrics), cfg.rest.host, cfg.rest.port)
+        self.rest.start()
+        LOG.info("REST API on http://%s:%d", cfg.rest.host, self.rest.port)
+
+    def _set_node(self, pod_cidr: str) -> None:
+        cfg = self.cfg
+        gateway = nodesetup.ensure_gateway(self.client, cfg, pod_cidr)
+        node_ip = nodesetup.detect_node_ip(cfg) or str(gateway.address.ip)
+        if cfg.mode == "overlay":
+            nodesetup.ensure_tunnel_port(self.client, cfg, node_ip)
+        self.state.set_node(
+            NodeConfig(
+                name=node_name(cfg),
+                node_ip=node_ip,
+                pod_cidrs=(pod_cidr,),
+                gateway_ip=str(gateway.address.ip),
+                gateway_mac=gateway.mac,
+                cluster_cidr=cfg.cluster_cidr,
+                mode=cfg.mode,
+                tunnel_type=cfg.tunnel_type,
+                service_cidr=cfg.service_cidr,
+                uplink_mac=nodesetup.uplink_mac(cfg),
+            )
+        )
+
+    def _start_cni(self, pod_cidrs: tuple[str, ...]) -> None:
+        cfg = self.cfg
+        node = nodesetup.node_network(self.client, cfg, pod_cidrs)
+        self.cni = CniService(
+            cfg.cni.server_socket,
+            node,
+            OvsdbPortStore(self.client),
+            f"{cfg.cni.bin_dir}:/usr/lib/cni",
+            self.metrics.observe_cni_request,
+        )
+        self.cni.start()
+
+    def _converged(self, round_: int, stale_rounds: set[int]) -> None:
+        """Record the round once the switch holds only it (the reconciler thread calls this)."""
+        ports.set_bridge_external_ids(
+            self.client, self.cfg.bridge, {schema.FLOW_ROUND: str(round_)}
+        )
+        self.metrics.set_pods(len(self.state.snapshot().pods))
+
+    def stop(self) -> None:
+        """Stop the components that hold sockets or threads."""
+        for stop in (self.rest.stop, self.cni.stop, self.reconciler.stop):
+            try:
+                stop()
+            except Exception:  # noqa: BLE001 — keep stopping the rest
+                LOG.exception("stop failed")
+
+
+def run(cfg: Config, stop: threading.Event) -> int:
+    """Run the node controller until `stop` is set."""
+    client = OvsdbClient(cfg.ovsdb, timeout=10.0)
+    controller = Controller(cfg, client)
+    try:
+        controller.start()
+        print("sluice-controller ready", flush=True)
+        stop.wait()
+    finally:
+        if hasattr(controller, "rest"):
+            controller.stop()
+        client.close()
+    return 0

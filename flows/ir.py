@@ -1,0 +1,256 @@
+"""The flow IR: a frozen, hashable ``Flow`` plus small typed actions.
+
+Nothing here depends on os-ken; ``flows/ofmsg.py`` converts a ``Flow`` to an
+``OFPFlowMod`` and ``flows/render.py`` to ovs-ofctl text. Building a ``Flow``
+checks it against the pipeline contract and against what OVS would reject, so
+a bad flow fails in the builder that made it, not at the switch.
+
+Identity: two flows are "the same flow" to OpenFlow when table, priority and
+match are equal (``Flow.identity``); cookie, actions and timeouts are payload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final, NamedTuple
+
+from flows import cookies, oxm, pipeline
+from flows.oxm import FieldValue
+from flows.table import Goto, PipelineError, TableSpec
+
+IN_PORT: Final = 0xFFFFFFF8  # OFPP_IN_PORT: send back out of the port it came in on
+MAX_PORT: Final = 0xFFFFFF00  # OFPP_MAX: highest regular port number
+NO_BUFFER: Final = 0xFFFF  # OFPCML_NO_BUFFER: send the whole packet to the controller
+
+
+class Match(NamedTuple):
+    """One match item ``field=value[/mask]``; ``mask=None`` is an exact match."""
+
+    field: str
+    value: FieldValue
+    mask: FieldValue | None = None
+
+
+@dataclass(frozen=True)
+class Output:
+    """``output:PORT`` (``IN_PORT`` for the ingress port)."""
+
+    port: int
+
+    def __post_init__(self) -> None:
+        if not (0 < self.port <= MAX_PORT or self.port == IN_PORT):
+            raise ValueError(f"output: bad port {self.port}")
+
+
+@dataclass(frozen=True)
+class OutputReg:
+    """``output:NXM_NX_REG1[]`` - output to the port number held in a field range."""
+
+    field: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class SetField:
+    """``set_field:VALUE->FIELD`` (eth_src/dst, arp_*, tun_dst, tun_id, ...)."""
+
+    field: str
+    value: FieldValue
+
+    def __post_init__(self) -> None:
+        value, mask = oxm.normalize(self.field, self.value)
+        if mask is not None:
+            raise ValueError(f"set_field {self.field}: a prefix is not a value")
+        object.__setattr__(self, "value", value)
+
+
+@dataclass(frozen=True)
+class Load:
+    """``load:VALUE->FIELD[start..end]`` (registers, ct_mark inside ct exec)."""
+
+    field: str
+    start: int
+    end: int
+    value: int
+
+    def __post_init__(self) -> None:
+        bits = oxm.info(self.field).bits
+        if not 0 <= self.start <= self.end < bits:
+            raise ValueError(f"load: bits {self.start}..{self.end} outside {self.field}")
+        if not 0 <= self.value < (1 << (self.end - self.start + 1)):
+            raise ValueError(
+                f"load: {self.value} does not fit {self.field}[{self.start}..{self.end}]"
+            )
+
+
+@dataclass(frozen=True)
+class Move:
+    """``move:SRC[]->DST[]`` of two whole fields of the same width."""
+
+    src: str
+    dst: str
+
+    def __post_init__(self) -> None:
+        if oxm.info(self.src).bits != oxm.info(self.dst).bits:
+            raise ValueError(f"move: {self.src} and {self.dst} differ in width")
+
+
+@dataclass(frozen=True)
+class DecTtl:
+    """``dec_ttl``: decrement the IPv4 TTL; a packet whose TTL runs out is not forwarded."""
+
+
+@dataclass(frozen=True)
+class Ct:
+    """``ct(commit,table=T,zone=Z,nat,exec(...))``; ``table`` recirculates there."""
+
+    zone: int
+    commit: bool = False
+    table: TableSpec | None = None
+    nat: bool = False
+    exec_: tuple[Load, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.zone <= 0xFFFF:
+            raise ValueError(f"ct: zone {self.zone} out of range")
+        if self.exec_ and not self.commit:
+            raise ValueError("ct: exec() only takes effect with commit")
+
+
+@dataclass(frozen=True)
+class Controller:
+    """``CONTROLLER:max_len`` - send the packet to the controller."""
+
+    max_len: int = NO_BUFFER
+
+
+@dataclass(frozen=True)
+class Conjunction:
+    """``conjunction(id,k/n)``; ``clause`` is 1-based as in ovs-ofctl."""
+
+    conj_id: int
+    clause: int
+    n_clauses: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.clause <= self.n_clauses <= 64 or not 0 <= self.conj_id < 2**32:
+            raise ValueError(f"conjunction({self.conj_id},{self.clause}/{self.n_clauses})")
+
+
+Action = Output | OutputReg | SetField | Load | Move | DecTtl | Ct | Controller | Conjunction | Goto
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One OpenFlow flow. An empty ``actions`` tuple means drop.
+
+    ``match`` is stored normalized and in ovs-ofctl print order, so equality and
+    hashing do not depend on how a builder ordered or spelled it. A non-zero
+    ``cookie`` is stored with ``table``'s id in its table bits (39..32,
+    ``cookies.with_table``), replacing whatever was there: builders pass one
+    per-object cookie for all tables; the flow makes it unique per table.
+    """
+
+    table: TableSpec
+    priority: int
+    match: tuple[Match, ...] = ()
+    actions: tuple[Action, ...] = ()
+    cookie: int = 0
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "match", normalize_match(self.match))
+        object.__setattr__(self, "actions", tuple(self.actions))
+        _check_numbers(self)
+        if self.cookie:
+            # why: recookie_flow's Nicira flow-mod hits every table; the table id
+            # in the cookie keeps it to this flow (see flows/cookies.py).
+            object.__setattr__(self, "cookie", cookies.with_table(self.cookie, self.table.table_id))
+        _check_prerequisites(self.match)
+        _check_actions(self)
+        _check_action_prerequisites(self)
+
+    @property
+    def identity(self) -> tuple[str, int, tuple[Match, ...]]:
+        """``(table name, priority, match)``: what OpenFlow treats as the same flow."""
+        return (self.table.name, self.priority, self.match)
+
+    def matches(self) -> dict[str, Match]:
+        """Return the match items keyed by field name."""
+        return {m.field: m for m in self.match}
+
+
+def normalize_match(items: Iterable[Match]) -> tuple[Match, ...]:
+    """Normalize match items and sort them into ovs-ofctl print order.
+
+    Raises ``ValueError`` for an unknown field, a bad value or a repeated field.
+    """
+    out: dict[str, Match] = {}
+    for item in items:
+        m = Match(*item)
+        if m.field in out:
+            raise ValueError(f"match: field {m.field} given twice")
+        out[m.field] = Match(m.field, *oxm.normalize(m.field, m.value, m.mask))
+    return tuple(sorted(out.values(), key=lambda m: oxm.info(m.field).order))
+
+
+def _check_numbers(flow: Flow) -> None:
+    if not 0 <= flow.priority <= 0xFFFF:
+        raise ValueError(f"priority {flow.priority} out of range")
+    if not 0 <= flow.cookie < 2**64:
+        raise ValueError(f"cookie {flow.cookie:#x} out of range")
+    if not (0 <= flow.idle_timeout <= 0xFFFF and 0 <= flow.hard_timeout <= 0xFFFF):
+        raise ValueError("timeouts must fit 16 bits")
+
+
+def _check_prerequisites(match: tuple[Match, ...]) -> None:
+    # why: OVS rejects e.g. nw_dst without ip; catching it here names the builder.
+    fields = {m.field: m.value for m in match}
+    for name in fields:
+        info = oxm.info(name)
+        if info.eth_type is not None and fields.get("eth_type") != info.eth_type:
+            raise ValueError(f"match on {name} needs eth_type={info.eth_type:#06x}")
+        if info.ip_proto is not None and fields.get("ip_proto") != info.ip_proto:
+            raise ValueError(f"match on {name} needs ip_proto={info.ip_proto}")
+
+
+def _check_actions(flow: Flow) -> None:
+    if not pipeline.is_declared(flow.table):
+        raise PipelineError(f"table {flow.table.name!r} is not declared in flows/pipeline.py")
+    for index, action in enumerate(flow.actions):
+        if isinstance(action, Goto) and index != len(flow.actions) - 1:
+            raise PipelineError(f"{flow.table.name}: goto_table must be the last action")
+        target = action.table if isinstance(action, Goto | Ct) else None
+        if target is not None and not (pipeline.is_declared(target) and flow.table.allows(target)):
+            raise PipelineError(
+                f"{flow.table.name}: jump to {target.name!r} not in its next tables "
+                f"{list(flow.table.next_names)}"
+            )
+    conj = [a for a in flow.actions if isinstance(a, Conjunction)]
+    if conj and len(conj) != len(flow.actions):
+        raise ValueError("conjunction actions cannot be mixed with other actions")
+
+
+def _check_action_prerequisites(flow: Flow) -> None:
+    # why: OVS refuses a flow whose actions touch fields its match does not
+    # guarantee (e.g. set_field arp_op without arp, ct without ip).
+    eth_type = flow.matches().get("eth_type")
+    have = eth_type.value if eth_type else None
+    for action in flow.actions:
+        if isinstance(action, Ct) and have != oxm.ETH_TYPE_IP:
+            raise ValueError(f"{flow.table.name}: ct() needs an ip match")
+        for name in _touched_fields(action):
+            need = oxm.info(name).eth_type
+            if need is not None and have != need:
+                raise ValueError(f"{flow.table.name}: writing {name} needs eth_type={need:#06x}")
+
+
+def _touched_fields(action: Action) -> tuple[str, ...]:
+    if isinstance(action, SetField):
+        return (action.field,)
+    if isinstance(action, Move):
+        return (action.src, action.dst)
+    return ()
