@@ -27,7 +27,7 @@ from controller.switch import Switch
 LOG = logging.getLogger(__name__)
 
 
-class SluiceApp(app_manager.OSKenApp):  # type: ignore[misc]
+class SluiceApp(app_manager.OSKenApp):
     """Connects br-int to the reconciler."""
 
     OFP_VERSIONS: ClassVar[list[int]] = [ofproto_v1_3.OFP_VERSION]

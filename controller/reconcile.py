@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from controller.metrics import Metrics
@@ -202,8 +202,11 @@ class Reconciler:
     def apply(self, snap: Snapshot, keys: set[str]) -> None:
         """Apply the model's changes for `keys` as a diff against the installed cache."""
         desired = desired_for(snap, keys, self.round)
-        installed = {k: self.installed.get(k, frozenset()) for k in keys}
-        delta = diff(desired, installed)
+        want: dict[Hashable, frozenset[Flow]] = {k: v for k, v in desired.items()}
+        have: dict[Hashable, frozenset[Flow]] = {
+            k: self.installed.get(k, frozenset()) for k in keys
+        }
+        delta = diff(want, have)
         if not delta.empty:
             self.switch.send_batch(lambda dp: ofmsg.delta_msgs(dp, delta))
             self.metrics.count_flow_mods(

@@ -9,11 +9,15 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes.client import CoreV1Api
+
 from cni.ports import OvsdbPortStore
 from controller import nodesetup
 from controller.app import start_osken
 from controller.cniservice import CniService
 from controller.config import Config
+from controller.informer import Informer
+from controller.k8s import NodeHandler, api_client
 from controller.metrics import Metrics
 from controller.podwatch import PodWatcher
 from controller.reconcile import Reconciler
@@ -78,6 +82,7 @@ class Controller:
             self.metrics.set_switch_connected,
         )
         self._start_cni(pod_cidrs)
+        self._start_kubernetes()
         facts = NodeFacts(node_name(cfg), cfg.mode, cfg.tunnel_type, dp_type, cfg.bridge)
         view = View(
             facts,
@@ -91,10 +96,33 @@ class Controller:
         self.rest.start()
         LOG.info("REST API on http://%s:%d", cfg.rest.host, self.rest.port)
 
-    def _set_node(self, pod_cidr: str) -> None:
+    def _start_kubernetes(self) -> None:
+        """Watch Nodes when an API server is configured (else run standalone)."""
+        api = api_client(self.cfg.kubeconfig)
+        self.informers: list[Informer] = []
+        if api is None:
+            LOG.info("no Kubernetes API configured: standalone on podCIDR %s", self.cfg.pod_cidr)
+            return
+        core = CoreV1Api(api)
+        handler = NodeHandler(node_name(self.cfg), self.state, self._own_node)
+        self.informers.append(Informer("nodes", core.list_node, handler))
+        for informer in self.informers:
+            informer.start()
+
+    def _own_node(self, cidrs: tuple[str, ...], internal_ip: str | None) -> None:
+        """This node's Node object: set up gw0 and start serving its podCIDR."""
+        current = self.state.snapshot().node
+        if current is not None and current.pod_cidrs == cidrs:
+            return
+        LOG.info("podCIDR %s from the Node object", ",".join(cidrs))
+        self._set_node(cidrs[0], internal_ip)
+        self.cni.set_pod_cidrs(cidrs)
+
+    def _set_node(self, pod_cidr: str, internal_ip: str | None = None) -> None:
         cfg = self.cfg
         gateway = nodesetup.ensure_gateway(self.client, cfg, pod_cidr)
-        node_ip = nodesetup.detect_node_ip(cfg) or str(gateway.address.ip)
+        node_ip = cfg.node_ip or internal_ip or nodesetup.detect_node_ip(cfg)
+        node_ip = node_ip or str(gateway.address.ip)
         if cfg.mode == "overlay":
             nodesetup.ensure_tunnel_port(self.client, cfg, node_ip)
         self.state.set_node(
@@ -124,6 +152,10 @@ class Controller:
         )
         self.cni.start()
 
+    def _threads(self) -> list[threading.Thread]:
+        threads = [self.reconciler._thread]
+        return threads + [i._thread for i in self.informers if i._thread is not None]
+
     def _converged(self, round_: int, stale_rounds: set[int]) -> None:
         """Record the round once the switch holds only it (the reconciler thread calls this)."""
         ports.set_bridge_external_ids(
@@ -133,6 +165,8 @@ class Controller:
 
     def stop(self) -> None:
         """Stop the components that hold sockets or threads."""
+        for informer in getattr(self, "informers", []):
+            informer.stop()
         for stop in (self.rest.stop, self.cni.stop, self.reconciler.stop):
             try:
                 stop()
