@@ -24,6 +24,7 @@ from controller.reconcile import Reconciler
 from controller.rest import RestServer, create_app
 from controller.state import NodeState
 from controller.switch import Switch
+from controller.uplink import ensure_uplink_bridge
 from controller.viewimpl import NodeFacts, View
 from flows import cookies, pipeline
 from flows.model import NodeConfig
@@ -62,7 +63,7 @@ class Controller:
     def start(self) -> None:
         """Set up the node, then start every component."""
         cfg = self.cfg
-        dp_type = nodesetup.ensure_bridge(self.client, cfg)
+        dp_type = self.datapath_type = nodesetup.ensure_bridge(self.client, cfg)
         ports.ensure_flow_table_names(self.client, cfg.bridge, pipeline.table_names())
         self.round = choose_round(self.client, cfg.bridge)
         pod_cidrs = (cfg.pod_cidr,) if cfg.pod_cidr else ()
@@ -124,6 +125,8 @@ class Controller:
         node_ip = cfg.node_ip or internal_ip or nodesetup.detect_node_ip(cfg)
         node_ip = node_ip or str(gateway.address.ip)
         if cfg.mode == "overlay":
+            if self.datapath_type == "netdev" and cfg.uplink_interface:
+                ensure_uplink_bridge(self.client, cfg)
             nodesetup.ensure_tunnel_port(self.client, cfg, node_ip)
         self.state.set_node(
             NodeConfig(

@@ -11,10 +11,10 @@ Who sets which bits: builders mint one cookie per object with ``make`` (table
 bits 0) and hand it to every ``Flow`` of that object; ``Flow.__post_init__``
 (``flows.ir``) then stamps the flow's own table id with ``with_table`` into any
 non-zero cookie. So every Sluice flow's cookie names its table, and
-(cookie, priority, match) is unique across all tables. That uniqueness is what
-lets ``flows.ofmsg.recookie_flow`` move a flow to a new round in place: the
-Nicira flow-mod it sends is applied to all tables (OVS decodes it with
-table_id 0xff on an OpenFlow 1.3 connection) and is filtered by the old cookie.
+(cookie, priority, match) is unique across all tables: a cookie-filtered
+message that reaches more than one table (``flows.ofmsg.recookie_flow``'s
+Nicira flow-mod if it were sent with table 0xff, a dump read without table
+numbers) still names exactly one flow.
 
 Restart sequence (controller's job): bump the round kept in the Bridge's
 ``external_ids`` (``ovsdb.schema.FLOW_ROUND``), move every unchanged flow to the

@@ -10,7 +10,8 @@ equal. For each identity:
 * both, cookie or timeouts differ -> **add**. Why: an OpenFlow 1.3 modify
   never changes the cookie, so a flow moved to a new round must be re-added
   (an ADD over the same identity replaces it) or the old-round cleanup would
-  delete it.
+  delete it. (On restart the controller instead moves unchanged flows with
+  ``ofmsg.recookie_flow``, a Nicira flow-mod that keeps ``duration``.)
 
 Identities are compared across all keys given, so a flow that moves from one
 object to another is neither deleted nor re-added - reconcile both keys in the

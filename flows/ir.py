@@ -166,8 +166,8 @@ class Flow:
         object.__setattr__(self, "actions", tuple(self.actions))
         _check_numbers(self)
         if self.cookie:
-            # why: recookie_flow's Nicira flow-mod hits every table; the table id
-            # in the cookie keeps it to this flow (see flows/cookies.py).
+            # why: with its table id a cookie names one flow per bridge, not one
+            # per table (cookie filters reach all tables; see flows/cookies.py).
             object.__setattr__(self, "cookie", cookies.with_table(self.cookie, self.table.table_id))
         _check_prerequisites(self.match)
         _check_actions(self)

@@ -63,14 +63,16 @@ def recookie_flow(dp: Datapath, flow: Flow, old_cookie: int) -> Msg:
     ignores its cookie) and an ADD resets ``duration``.
 
     Wire format: ``OFPT_EXPERIMENTER`` (experimenter 0x2320, subtype
-    ``NXT_FLOW_MOD``) carrying ``nx_flow_mod`` {new cookie, MODIFY_STRICT,
-    timeouts and priority of ``flow``, no buffer, out_port none, match_len},
-    the flow's OXM match TLVs plus ``NXM_NX_COOKIE_W`` = ``old_cookie``/all
-    ones (padded to 8 bytes), then the OpenFlow 1.3 instructions. On an
-    OpenFlow 1.3 connection OVS applies it to all tables; the table bits of
-    Sluice cookies (``flows.cookies``) keep (old cookie, priority, match)
-    unique. MODIFY_STRICT with a cookie filter never adds: if no flow
-    matches, nothing changes and no error is returned.
+    ``NXT_FLOW_MOD``) carrying ``nx_flow_mod`` {new cookie, command =
+    ``table_id << 8 | MODIFY_STRICT``, timeouts and priority of ``flow``, no
+    buffer, out_port none, match_len}, the flow's OXM match TLVs plus
+    ``NXM_NX_COOKIE_W`` = ``old_cookie``/all ones (padded to 8 bytes), then
+    the OpenFlow 1.3 instructions. OVS takes the table id from the command's
+    high byte on OpenFlow 1.1+ connections (OVS ``ofputil_decode_flow_mod``,
+    ``OFPUTIL_P_TID``); the table bits of Sluice cookies (``flows.cookies``)
+    would keep (old cookie, priority, match) unique even across tables.
+    MODIFY_STRICT with a cookie filter never adds: if no flow matches,
+    nothing changes and no error is returned.
 
     Raises ``ValueError`` if ``old_cookie`` is not a 64-bit value.
     """
@@ -80,7 +82,9 @@ def recookie_flow(dp: Datapath, flow: Flow, old_cookie: int) -> Msg:
     tlvs = _oxm_tlvs(dp, flow) + struct.pack("!IQQ", NXM_NX_COOKIE_W, old_cookie, _ALL_ONES)
     body = _NX_FLOW_MOD.pack(
         flow.cookie,
-        ofp.OFPFC_MODIFY_STRICT,
+        # why: on an OpenFlow 1.1+ connection OVS reads the high byte of the
+        # command as the table id (plain MODIFY_STRICT would mean table 0).
+        (flow.table.table_id << 8) | ofp.OFPFC_MODIFY_STRICT,
         flow.idle_timeout,
         flow.hard_timeout,
         flow.priority,

@@ -52,7 +52,9 @@ def test_200_add_del_with_concurrency_8(cni_node: CniNode) -> None:
     finally:
         for name in names:
             ip("netns", "del", name, check=False)
-    problems = [line for line in cni_node.log().splitlines() if "WARNING" in line or "ERROR" in line]
+    problems = [
+        line for line in cni_node.log().splitlines() if "WARNING" in line or "ERROR" in line
+    ]
     assert cni_node.pod_ports() == [], problems
     assert cni_node.leases() == [], problems
     assert "alias sluice/" not in ip("-n", cni_node.name, "-d", "-o", "link").stdout
