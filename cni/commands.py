@@ -215,9 +215,14 @@ def delete(args: CmdArgs, conf: NetConf, node: NodeNetwork, host: IPRoute, ovs: 
     for name in sorted(names):
         _try(errors, f"delete port {name}", partial(ovs.del_port, name, if_exists=True))
         _try(errors, f"delete veth {name}", partial(netns.del_link_if_exists, host, name))
-    netconf = _try(errors, "ipam config", lambda: effective_netconf(conf, node))
-    if netconf is not None:
+    if conf.ipam or node.pod_cidrs:
+        netconf = effective_netconf(conf, node)
         _try(errors, "ipam release", lambda: ipam.run_ipam("DEL", netconf, args.env, args.path))
+    else:
+        # why: without a podCIDR the default IPAM cannot be configured; a lease left
+        # from an earlier life is released by the sweep once the podCIDR is known.
+        LOG.info("DEL %s/%s: podCIDR unknown, lease release deferred", args.container_id,
+                 args.ifname)
     if errors:
         raise CniError(ERR_INTERNAL, "DEL could not remove everything", "; ".join(errors))
 

@@ -32,7 +32,7 @@ _SPEC_KEYS = frozenset(
     | {"cni.dev/valid-attachments", "cni.dev/attachments"}
 )
 # Keys of Sluice's own plugin configuration (docs/cni.md).
-_SLUICE_KEYS = frozenset({"serverSocket", "stateDir", "mtu", "logLevel"})
+_SLUICE_KEYS = frozenset({"serverSocket", "stateDir", "mtu"})
 _MIN_MTU, _MAX_MTU = 576, 65535
 
 

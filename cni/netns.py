@@ -164,6 +164,7 @@ def ensure_veth(
     peer_index = pod.link_index(peer_name)
     if host_index is None or peer_index is None:
         raise RuntimeError(f"veth {host_name}/{peer_name} vanished right after creation")
+    isolate_host_end(host_name)
     host.link("set", index=host_index, ifalias=alias, state="up")
     return VethPair(
         host_name=host_name,
@@ -173,6 +174,26 @@ def ensure_veth(
         peer_index=peer_index,
         peer_mac=_mac(pod.ipr, peer_index),
     )
+
+
+def isolate_host_end(name: str) -> None:
+    """Keep the host's IP stack off a bridge port: no ARP answers, no forwarding, no IPv6.
+
+    # why: on the userspace datapath the host end of a pod veth is still a live
+    # kernel interface. Without this the host answers the pod's ARP for the
+    # gateway with the veth's MAC and routes pod traffic around OVS.
+    """
+    for path, value in (
+        (f"/proc/sys/net/ipv4/conf/{name}/arp_ignore", "8"),
+        (f"/proc/sys/net/ipv4/conf/{name}/forwarding", "0"),
+        (f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "1"),
+    ):
+        try:
+            with open(path, "w") as f:
+                f.write(value)
+        except FileNotFoundError:
+            if "ipv6" not in path:  # a kernel without IPv6 has no such file
+                raise
 
 
 def _mac(ipr: IPRoute, index: int) -> str:

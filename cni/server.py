@@ -15,7 +15,7 @@ import os
 import socketserver
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -69,9 +69,15 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 class CniServer:
     """Serve CNI requests for `plugin` on the unix socket `path` (mode 0600)."""
 
-    def __init__(self, path: str, plugin: skel.Plugin) -> None:
+    def __init__(
+        self,
+        path: str,
+        plugin: skel.Plugin,
+        observer: Callable[[str, int, float], None] | None = None,
+    ) -> None:
         self.path = path
         self.plugin = plugin
+        self.observer = observer
         self._locks = _KeyedLocks()
         self._server: _UnixServer | None = None
         self._thread: threading.Thread | None = None
@@ -95,13 +101,16 @@ class CniServer:
         started = time.monotonic()
         with self._locks.held(env.get("CNI_CONTAINERID", "")):
             rc = skel.run(env, stdin, out, self.plugin)
+        elapsed = time.monotonic() - started
+        if self.observer is not None:
+            self.observer(env.get("CNI_COMMAND", ""), _error_code(rc, out.getvalue()), elapsed)
         LOG.info(
             "CNI %s %s/%s rc=%d in %.1f ms",
             env.get("CNI_COMMAND"),
             env.get("CNI_CONTAINERID", "")[:12],
             env.get("CNI_IFNAME", ""),
             rc,
-            (time.monotonic() - started) * 1000,
+            elapsed * 1000,
         )
         return rc, out.getvalue()
 
@@ -148,3 +157,13 @@ class CniServer:
             else:
                 failed.append(f"{record.name}: {out}")
         return failed
+
+
+def _error_code(rc: int, stdout: str) -> int:
+    """0 for success, else the CNI error code printed on stdout (999 if unreadable)."""
+    if rc == 0:
+        return 0
+    try:
+        return int(json.loads(stdout)["code"])
+    except (ValueError, KeyError, TypeError):
+        return 999

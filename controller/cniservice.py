@@ -48,7 +48,11 @@ class CniService:
     def set_pod_cidrs(self, cidrs: tuple[str, ...]) -> None:
         """Use the node's podCIDR(s) learnt from the Node object."""
         with self._lock:
+            known = bool(self._node.pod_cidrs)
             self._node = replace(self._node, pod_cidrs=cidrs)
+        if not known:
+            for error in self.sweep_dead_attachments():
+                LOG.warning("GC after podCIDR: %s", error)
 
     def start(self) -> None:
         """Replay DELs recorded while down, remove dead attachments, then serve."""

@@ -42,7 +42,7 @@ def internal_ip(node: Any) -> str | None:
 def pod_cidrs(node: Any) -> tuple[str, ...]:
     """spec.podCIDRs (or the single spec.podCIDR), IPv4 only."""
     spec = node.spec
-    cidrs = list(spec.pod_cid_rs or ([spec.pod_cidr] if spec.pod_cidr else []))
+    cidrs = list(spec.pod_cidrs or ([spec.pod_cidr] if spec.pod_cidr else []))
     return tuple(c for c in cidrs if ":" not in c)
 
 

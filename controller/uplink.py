@@ -61,6 +61,7 @@ def ensure_uplink_bridge(client: OvsdbClient, cfg: Config) -> str | None:
         bridge = _wait_index(ipr, UPLINK_BRIDGE)
         ipr.link("set", index=bridge, mtu=info["mtu"], state="up")
         _move_addresses(ipr, index, bridge)
+        netns.isolate_host_end(uplink)
     return UPLINK_BRIDGE
 
 

@@ -63,6 +63,10 @@ def test_pods_and_host_talk_through_controller_flows(
     wait_ping(ns_a, ip_b)
     assert_tcp(ns_b, ns_a, ip_b)
     wait_ping(ns_a, "10.250.1.1")  # pod → gw0
+    # the gateway's MAC as the pod learnt it is gw0's: OVS answered, not the host's stack
+    gw_mac = json.loads(ip("-n", cni_node.name, "-j", "link", "show", "gw0").stdout)[0]["address"]
+    neigh = json.loads(ip("-n", ns_a, "-j", "neigh", "show", "10.250.1.1").stdout)
+    assert [n["lladdr"] for n in neigh] == [gw_mac]
     wait_ping(cni_node.name, ip_b)  # host (kubelet probes) → pod via gw0
     flows = dump(cni_node)
     assert not any("NORMAL" in f for f in flows)

@@ -57,7 +57,7 @@ def test_expired_version_means_relist() -> None:
 
 
 def node(name: str, cidr: str | None, ip: str | None) -> Any:
-    n = obj(name, "1", pod_cidr=cidr, pod_cid_rs=[cidr] if cidr else None)
+    n = obj(name, "1", pod_cidr=cidr, pod_cidrs=[cidr] if cidr else None)
     addrs = [SimpleNamespace(type="InternalIP", address=ip)] if ip else []
     n.status = SimpleNamespace(addresses=addrs)
     return n
@@ -80,5 +80,5 @@ def test_node_handler_tracks_self_and_remotes() -> None:
 
 def test_pod_cidrs_ignores_ipv6() -> None:
     n = node("x", "10.244.0.0/24", None)
-    n.spec.pod_cid_rs = ["10.244.0.0/24", "fd00::/64"]
+    n.spec.pod_cidrs = ["10.244.0.0/24", "fd00::/64"]
     assert pod_cidrs(n) == ("10.244.0.0/24",)
