@@ -383,7 +383,9 @@ def reference_conflist(pod_cidr: str, ipam_dir: Path) -> dict[str, object]:
     return {"cniVersion": "0.4.0", "name": "sandbox-bridge", "plugins": [bridge, portmap]}
 
 
-def reference_cni(node: Node, procs: dict[str, Proc] | None = None, on_start: OnStart | None = None) -> None:
+def reference_cni(
+    node: Node, procs: dict[str, Proc] | None = None, on_start: OnStart | None = None
+) -> None:
     """Install Debian's bridge + host-local (+ loopback, portmap) on the node's podCIDR.
 
     Idempotent: plugins are copied if missing and the conflist is rewritten

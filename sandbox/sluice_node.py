@@ -53,8 +53,13 @@ class SluiceCni:
         ensure_ovs(node, procs, on_start)
         install_cni_files(node)
         cfg = write_controller_config(node, self.kubeconfig, self.mode, self.tunnel)
-        ensure_daemon(node, procs, on_start, "sluice-controller",
-                      [sys.executable, "-m", "controller", "-c", str(cfg)])
+        ensure_daemon(
+            node,
+            procs,
+            on_start,
+            "sluice-controller",
+            [sys.executable, "-m", "controller", "-c", str(cfg)],
+        )
 
 
 def _env(node: Node) -> dict[str, str]:
@@ -81,18 +86,39 @@ def ensure_ovs(node: Node, procs: dict[str, Proc], on_start: OnStart) -> None:
     if not db.exists():
         subprocess.run(["ovsdb-tool", "create", str(db), str(OVS_SCHEMA)], check=True)
     sock = d / "db.sock"
-    started = ensure_daemon(node, procs, on_start, "ovsdb-server", [
-        "ovsdb-server", str(db), f"--remote=punix:{sock}", f"--pidfile={d}/ovsdb-server.pid",
-        f"--log-file={d}/ovsdb-server.log", "-vconsole:off", "-vsyslog:off",
-    ])
+    started = ensure_daemon(
+        node,
+        procs,
+        on_start,
+        "ovsdb-server",
+        [
+            "ovsdb-server",
+            str(db),
+            f"--remote=punix:{sock}",
+            f"--pidfile={d}/ovsdb-server.pid",
+            f"--log-file={d}/ovsdb-server.log",
+            "-vconsole:off",
+            "-vsyslog:off",
+        ],
+    )
     if started:
         sock.unlink(missing_ok=True)
         _wait(lambda: sock.exists(), f"{sock}")
         _vsctl(node, "--no-wait", "init")
-    ensure_daemon(node, procs, on_start, "ovs-vswitchd", [
-        "ovs-vswitchd", f"unix:{sock}", f"--pidfile={d}/ovs-vswitchd.pid",
-        f"--log-file={d}/ovs-vswitchd.log", "-vconsole:off", "-vsyslog:off",
-    ])
+    ensure_daemon(
+        node,
+        procs,
+        on_start,
+        "ovs-vswitchd",
+        [
+            "ovs-vswitchd",
+            f"unix:{sock}",
+            f"--pidfile={d}/ovs-vswitchd.pid",
+            f"--log-file={d}/ovs-vswitchd.log",
+            "-vconsole:off",
+            "-vsyslog:off",
+        ],
+    )
     _wait(lambda: any(d.glob("ovs-vswitchd.*.ctl")), "ovs-vswitchd control socket")
 
 
@@ -100,7 +126,10 @@ def _vsctl(node: Node, *args: str) -> str:
     sock = ovs_dir(node) / "db.sock"
     return subprocess.run(
         ["ovs-vsctl", f"--db=unix:{sock}", "--timeout=10", *args],
-        check=True, capture_output=True, text=True, env=_env(node),
+        check=True,
+        capture_output=True,
+        text=True,
+        env=_env(node),
     ).stdout
 
 
