@@ -145,7 +145,8 @@ class Reconciler:
                 [ofmsg.add_flow(dp, f) for f in adds]
                 + [ofmsg.recookie_flow(dp, f, old) for f, old in recookies]
                 + [ofmsg.modify_flow(dp, f) for f in modifies]
-            )
+            ),
+            atomic=True,
         )
         stale_rounds = self._delete_stale(have.values())
         self.installed = desired
@@ -208,7 +209,7 @@ class Reconciler:
         }
         delta = diff(want, have)
         if not delta.empty:
-            self.switch.send_batch(lambda dp: ofmsg.delta_msgs(dp, delta))
+            self.switch.send_batch(lambda dp: ofmsg.delta_msgs(dp, delta), atomic=True)
             self.metrics.count_flow_mods(
                 add=len(delta.adds), modify=len(delta.modifies), delete=len(delta.deletes)
             )
