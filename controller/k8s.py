@@ -50,11 +50,16 @@ class NodeHandler:
     """Turns Node events into this node's podCIDR and the set of remote nodes."""
 
     def __init__(
-        self, my_name: str, state: NodeState, on_self: Callable[[tuple[str, ...], str | None], None]
+        self,
+        my_name: str,
+        state: NodeState,
+        on_self: Callable[[tuple[str, ...], str | None], None],
+        on_peer: Callable[[str, str | None], None] | None = None,
     ) -> None:
         self.my_name = my_name
         self.state = state
         self.on_self = on_self
+        self.on_peer = on_peer
 
     def __call__(self, kind: str, node: Any) -> None:
         name = node.metadata.name
@@ -64,6 +69,8 @@ class NodeHandler:
                 self.on_self(cidrs, internal_ip(node))
             return
         remote = None if kind == "DELETED" else self._remote(node)
+        if self.on_peer is not None:
+            self.on_peer(name, remote.node_ip if remote else None)
         if remote is None:
             self.state.remove_remote(f"node/{name}")
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import socket
@@ -17,14 +18,14 @@ from controller.app import start_osken
 from controller.cniservice import CniService
 from controller.config import Config
 from controller.informer import Informer
-from controller.k8s import NodeHandler, api_client
+from controller.k8s import UPLINK_MAC_ANNOTATION, NodeHandler, api_client
 from controller.metrics import Metrics
 from controller.podwatch import PodWatcher
 from controller.reconcile import Reconciler
 from controller.rest import RestServer, create_app
 from controller.state import NodeState
 from controller.switch import Switch
-from controller.uplink import ensure_uplink_bridge
+from controller.uplink import Uplink, ensure_routing_uplink, ensure_uplink_bridge
 from controller.viewimpl import NodeFacts, View
 from flows import cookies, pipeline
 from flows.model import NodeConfig
@@ -56,6 +57,8 @@ class Controller:
     metrics: Metrics = field(default_factory=Metrics)
     switch: Switch = field(init=False)
     services: list[Any] = field(default_factory=list)
+    uplink: Uplink | None = None
+    peer_problems: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.switch = Switch(self.metrics.observe_flow_mod)
@@ -91,7 +94,8 @@ class Controller:
             self.switch,
             self.reconciler,
             self.podwatch,
-            lambda: [self.reconciler._thread],
+            self._threads,
+            lambda: list(self.peer_problems.values()),
         )
         self.rest = RestServer(create_app(view, self.metrics), cfg.rest.host, cfg.rest.port)
         self.rest.start()
@@ -105,7 +109,8 @@ class Controller:
             LOG.info("no Kubernetes API configured: standalone on podCIDR %s", self.cfg.pod_cidr)
             return
         core = CoreV1Api(api)
-        handler = NodeHandler(node_name(self.cfg), self.state, self._own_node)
+        handler = NodeHandler(node_name(self.cfg), self.state, self._own_node, self._check_peer)
+        self.core = core
         self.informers.append(Informer("nodes", core.list_node, handler))
         for informer in self.informers:
             informer.start()
@@ -118,6 +123,27 @@ class Controller:
         LOG.info("podCIDR %s from the Node object", ",".join(cidrs))
         self._set_node(cidrs[0], internal_ip)
         self.cni.set_pod_cidrs(cidrs)
+        if self.uplink is not None and self.cfg.mode != "overlay":
+            # why: peers route to our pods by rewriting the destination MAC to our
+            # uplink's; they learn it from this annotation on our Node.
+            body = {"metadata": {"annotations": {UPLINK_MAC_ANNOTATION: self.uplink.mac}}}
+            self.core.patch_node(node_name(self.cfg), body)
+
+    def _check_peer(self, name: str, node_ip: str | None) -> None:
+        """Routing mode needs every peer on our L2 segment: say so when one is not."""
+        subnet = self.uplink.subnet if self.uplink else None
+        if self.cfg.mode == "overlay" or subnet is None or node_ip is None:
+            self.peer_problems.pop(name, None)
+            return
+        if ipaddress.ip_address(node_ip) in subnet:
+            self.peer_problems.pop(name, None)
+        elif name not in self.peer_problems:
+            problem = (
+                f"node {name} ({node_ip}) is not on this node's L2 segment {subnet}: "
+                f"{self.cfg.mode} mode cannot reach its pods; use overlay mode"
+            )
+            LOG.warning("%s", problem)
+            self.peer_problems[name] = problem
 
     def _set_node(self, pod_cidr: str, internal_ip: str | None = None) -> None:
         cfg = self.cfg
@@ -126,8 +152,12 @@ class Controller:
         node_ip = node_ip or str(gateway.address.ip)
         if cfg.mode == "overlay":
             if self.datapath_type == "netdev" and cfg.uplink_interface:
-                ensure_uplink_bridge(self.client, cfg)
+                self.uplink = ensure_uplink_bridge(self.client, cfg)
             nodesetup.ensure_tunnel_port(self.client, cfg, node_ip)
+        else:
+            self.uplink = ensure_routing_uplink(self.client, cfg)
+            if self.uplink is None:
+                raise RuntimeError(f"{cfg.mode} mode needs an uplink interface (uplinkInterface)")
         self.state.set_node(
             NodeConfig(
                 name=node_name(cfg),
@@ -139,7 +169,7 @@ class Controller:
                 mode=cfg.mode,
                 tunnel_type=cfg.tunnel_type,
                 service_cidr=cfg.service_cidr,
-                uplink_mac=nodesetup.uplink_mac(cfg),
+                uplink_mac=self.uplink.mac if self.uplink else nodesetup.uplink_mac(cfg),
             )
         )
 

@@ -9,15 +9,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import time
+from dataclasses import dataclass
 
 from pyroute2 import IPRoute
 
 from cni import netns
 from controller.config import Config
-from ovsdb import ports
+from ovsdb import ports, schema
 from ovsdb.connection import OvsdbClient
 
 LOG = logging.getLogger(__name__)
@@ -33,36 +35,75 @@ def default_uplink(ipr: IPRoute) -> str | None:
     return None
 
 
-def ensure_uplink_bridge(client: OvsdbClient, cfg: Config) -> str | None:
-    """Put the uplink on br-phy and move its IPv4 addresses and routes there.
+@dataclass(frozen=True)
+class Uplink:
+    """The node's uplink NIC after set-up: name, MAC and the node's IPv4 subnet."""
 
-    Returns the bridge name, or None when no uplink can be found. Idempotent: a
-    second call finds the addresses already on br-phy and changes nothing.
-    """
+    name: str
+    mac: str
+    subnet: ipaddress.IPv4Network | None
+
+
+def ensure_uplink_bridge(client: OvsdbClient, cfg: Config) -> Uplink | None:
+    """Overlay on netdev: the uplink becomes a port of br-phy, which takes its addresses."""
+    ports.ensure_bridge(
+        client,
+        UPLINK_BRIDGE,
+        datapath_type="netdev",
+        fail_mode="standalone",
+        protocols=("OpenFlow13",),
+        other_config=_hwaddr(cfg),
+    )
+    return attach_uplink(client, cfg, UPLINK_BRIDGE, None)
+
+
+def ensure_routing_uplink(client: OvsdbClient, cfg: Config) -> Uplink | None:
+    """Routing mode: the uplink becomes br-int's port 3; br-int's LOCAL port takes its
+    addresses and MAC (the host keeps its identity on the segment)."""
+    ports.ensure_bridge(
+        client,
+        cfg.bridge,
+        datapath_type=ports.bridge_datapath_type(client, cfg.bridge),
+        fail_mode="secure",
+        protocols=("OpenFlow13",),
+        other_config=_hwaddr(cfg),
+    )
+    return attach_uplink(client, cfg, cfg.bridge, schema.UPLINK_OFPORT)
+
+
+def _hwaddr(cfg: Config) -> dict[str, str]:
+    with IPRoute() as ipr:
+        name = cfg.uplink_interface or default_uplink(ipr)
+        index = netns.link_index(ipr, name) if name else None
+        return {"hwaddr": netns.link_info(ipr, index)["mac"]} if index is not None else {}
+
+
+def attach_uplink(
+    client: OvsdbClient, cfg: Config, bridge: str, ofport_request: int | None
+) -> Uplink | None:
+    """Add the uplink NIC to `bridge` and move its IPv4 addresses and gatewayed routes
+    onto the bridge's internal port. Idempotent; None when there is no uplink."""
     with IPRoute() as ipr:
         uplink = cfg.uplink_interface or default_uplink(ipr)
-        if uplink is None or uplink == UPLINK_BRIDGE:
-            return UPLINK_BRIDGE if uplink == UPLINK_BRIDGE else None
+        if uplink is None or uplink == bridge:
+            return None
         index = netns.link_index(ipr, uplink)
         if index is None:
-            LOG.warning("uplink %s not found; tunnels need it", uplink)
+            LOG.warning("uplink %s not found", uplink)
             return None
         info = netns.link_info(ipr, index)
-        ports.ensure_bridge(
-            client,
-            UPLINK_BRIDGE,
-            datapath_type="netdev",
-            fail_mode="standalone",
-            protocols=("OpenFlow13",),
-            other_config={"hwaddr": info["mac"]},
-        )
         with client.transaction() as txn:
-            txn.add(client.api.add_port(UPLINK_BRIDGE, uplink, may_exist=True))
-        bridge = _wait_index(ipr, UPLINK_BRIDGE)
-        ipr.link("set", index=bridge, mtu=info["mtu"], state="up")
-        _move_addresses(ipr, index, bridge)
+            txn.add(client.api.add_port(bridge, uplink, may_exist=True))
+            if ofport_request is not None:
+                txn.add(client.api.db_set("Interface", uplink, ("ofport_request", ofport_request)))
+        bridge_index = _wait_index(ipr, bridge)
+        ipr.link("set", index=bridge_index, mtu=info["mtu"], state="up")
+        _move_addresses(ipr, index, bridge_index, bridge)
         netns.isolate_host_end(uplink)
-    return UPLINK_BRIDGE
+        subnet = next(
+            (a.network for a in netns.link_addresses(ipr, bridge_index) if a.version == 4), None
+        )
+    return Uplink(uplink, info["mac"], subnet)
 
 
 def _wait_index(ipr: IPRoute, name: str) -> int:
@@ -74,7 +115,7 @@ def _wait_index(ipr: IPRoute, name: str) -> int:
     return index
 
 
-def _move_addresses(ipr: IPRoute, src: int, dst: int) -> None:
+def _move_addresses(ipr: IPRoute, src: int, dst: int, dst_name: str) -> None:
     """Move IPv4 addresses and gatewayed routes from link `src` to link `dst`."""
     routes = [
         (str(net), str(gw))
@@ -87,6 +128,6 @@ def _move_addresses(ipr: IPRoute, src: int, dst: int) -> None:
         ipr.addr("del", index=src, address=str(addr.ip), prefixlen=addr.network.prefixlen)
         if addr not in netns.link_addresses(ipr, dst):
             ipr.addr("add", index=dst, address=str(addr.ip), prefixlen=addr.network.prefixlen)
-        LOG.info("moved %s onto %s", addr, UPLINK_BRIDGE)
+        LOG.info("moved %s onto %s", addr, dst_name)
     for dst_net, gw in routes:
         ipr.route("replace", dst=dst_net, gateway=gw, oif=dst)

@@ -39,6 +39,7 @@ class View:
         reconciler: Reconciler,
         pods: PodWatcher,
         threads: Callable[[], list[threading.Thread]],
+        problems: Callable[[], list[str]] = list,
     ) -> None:
         self.facts = facts
         self.state = state
@@ -46,6 +47,7 @@ class View:
         self.reconciler = reconciler
         self.podwatch = pods
         self._threads = threads
+        self.problems = problems
 
     def node(self) -> NodeInfo:
         """This node's identity and addressing."""
@@ -144,4 +146,5 @@ class View:
             reasons.append("flows not converged")
         if not self.podwatch.client.connected:
             reasons.append("OVSDB not connected")
+        reasons += self.problems()
         return not reasons, reasons

@@ -20,6 +20,7 @@ from flows.oxm import FieldValue
 from flows.table import Goto, PipelineError, TableSpec
 
 IN_PORT: Final = 0xFFFFFFF8  # OFPP_IN_PORT: send back out of the port it came in on
+LOCAL: Final = 0xFFFFFFFE  # OFPP_LOCAL: the bridge's own internal port (the host)
 MAX_PORT: Final = 0xFFFFFF00  # OFPP_MAX: highest regular port number
 NO_BUFFER: Final = 0xFFFF  # OFPCML_NO_BUFFER: send the whole packet to the controller
 
@@ -34,12 +35,12 @@ class Match(NamedTuple):
 
 @dataclass(frozen=True)
 class Output:
-    """``output:PORT`` (``IN_PORT`` for the ingress port)."""
+    """``output:PORT`` (``IN_PORT`` for the ingress port, ``LOCAL`` for the host)."""
 
     port: int
 
     def __post_init__(self) -> None:
-        if not (0 < self.port <= MAX_PORT or self.port == IN_PORT):
+        if not (0 < self.port <= MAX_PORT or self.port in (IN_PORT, LOCAL)):
             raise ValueError(f"output: bad port {self.port}")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from flows import cookies, fields
 from flows.cookies import Category
 from flows.fields import CT_ZONE, CtState
-from flows.ir import Ct, Flow, Match, SetField
+from flows.ir import LOCAL, Ct, Flow, Match, Output, SetField
 from flows.model import NodeConfig
 from flows.pipeline import (
     ARP_RESPONDER,
@@ -41,6 +41,8 @@ def pipeline_flows(node: NodeConfig, *, round_: int = 1) -> list[Flow]:
     """
     cookie = cookies.make(round_, Category.PIPELINE, 0)
     flows = [*_miss_flows(cookie), *_infra_port_flows(node, cookie)]
+    if not node.overlay:
+        flows += _host_uplink_flows(node, cookie)
     flows += _conntrack_flows(cookie)
     out_set = fields.OUTPUT_PORT_SET.match()
     flows.append(
@@ -78,6 +80,33 @@ def _infra_port_flows(node: NodeConfig, cookie: int) -> list[Flow]:
             )
             flows.append(flow)
     return flows
+
+
+def _host_uplink_flows(node: NodeConfig, cookie: int) -> list[Flow]:
+    """Routing mode: the uplink NIC is a br-int port and the node IP lives on LOCAL.
+
+    # why: pods reach other nodes' pods through the uplink with no encapsulation,
+    # so the NIC must be on br-int; the host keeps its address on the bridge's own
+    # port and its traffic is passed straight between LOCAL and the uplink.
+    """
+    uplink = Match("in_port", node.uplink_ofport)
+    return [
+        Flow(
+            CLASSIFIER,
+            Priority.HIGH,
+            (Match("in_port", LOCAL),),
+            (Output(node.uplink_ofport),),
+            cookie,
+        ),
+        Flow(CLASSIFIER, Priority.HIGH, (ARP, uplink), (Output(LOCAL),), cookie),
+        Flow(
+            CLASSIFIER,
+            Priority.HIGH,
+            (IP, uplink, Match("ip_dst", node.node_ip)),
+            (Output(LOCAL),),
+            cookie,
+        ),
+    ]
 
 
 def _conntrack_flows(cookie: int) -> list[Flow]:

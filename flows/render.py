@@ -18,6 +18,7 @@ from flows import oxm
 from flows.fields import CtState
 from flows.ir import (
     IN_PORT,
+    LOCAL,
     Action,
     Conjunction,
     Controller,
@@ -83,6 +84,8 @@ def _shorthand(values: dict[str, FieldValue]) -> tuple[str, set[str]]:
 
 
 def _match_value(m: Match) -> str:
+    if m.field == "in_port" and m.value == LOCAL:
+        return "LOCAL"
     if m.field == "ct_state":
         assert isinstance(m.value, int)
         mask = m.value if m.mask is None else m.mask
@@ -133,7 +136,7 @@ def render_action(action: Action, names: bool = True) -> str:  # noqa: C901 - fl
     """Return one action as ovs-ofctl prints it."""
     match action:
         case Output(port=port):
-            return "IN_PORT" if port == IN_PORT else f"output:{port}"
+            return {IN_PORT: "IN_PORT", LOCAL: "LOCAL"}.get(port, f"output:{port}")
         case OutputReg(field=field, start=start, end=end):
             return f"output:{_bits(field, start, end)}"
         case SetField(field=field, value=value):

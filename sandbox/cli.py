@@ -177,7 +177,7 @@ def parser() -> argparse.ArgumentParser:
     sub = sb.add_subparsers(dest="action", required=True)
     up = sub.add_parser("up", help="create or repair the cluster")
     up.add_argument("--nodes", type=int, default=3)
-    up.add_argument("--mode", choices=("overlay",), default="overlay")
+    up.add_argument("--mode", choices=("overlay", "routing"), default="overlay")
     up.add_argument("--tunnel", choices=("vxlan", "geneve"), default="vxlan")
     up.set_defaults(run=cmd_up)
     sub.add_parser("down", help="remove everything").set_defaults(
