@@ -60,7 +60,7 @@ class Category(enum.IntEnum):
     GATEWAY = 2  # gw0 flows; object id = gateway ofport
     POD = 3  # one pod interface; object id = its ofport
     REMOTE_NODE = 4  # one remote node; object id = node_object_id(name)
-    POLICY = 5  # NetworkPolicy (later)
+    POLICY = 5  # NetworkPolicy; object id = name_object_id(rule key), pod ofport, or 0
     SERVICE = 6  # Services (later)
 
 
@@ -125,6 +125,11 @@ def next_round(round_: int) -> int:
 
 def node_object_id(name: str) -> int:
     """Return a stable 32-bit object id for a node name (CRC-32; see module doc)."""
+    return name_object_id(name)
+
+
+def name_object_id(name: str) -> int:
+    """Return a stable 32-bit object id for any object name, e.g. a policy rule key (CRC-32)."""
     # why: CRC-32 is stable across processes and Python versions, unlike hash().
     return zlib.crc32(name.encode())
 

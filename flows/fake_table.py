@@ -14,7 +14,16 @@ continues. Enough of OVS is modelled for the Sluice pipeline:
 * output to the ingress port is silently skipped unless it is ``IN_PORT``;
 * ``dec_ttl`` on TTL 0 or 1 stops the packet (``ttl_expired``);
 * two matching flows at the same top priority raise ``AmbiguousLookup``:
-  OVS would pick one arbitrarily, which is a pipeline bug.
+  OVS would pick one arbitrarily, which is a pipeline bug;
+* conjunctive matches as ovs-fields(7) describes them: flows whose actions
+  are all ``conjunction(id,k/n)`` are "soft". From the highest priority down,
+  as long as it is above the best ordinary ("hard") match, a conjunction
+  whose every clause 1..n has a matching soft flow completes; the table is
+  then searched again with ``conj_id=id``, ignoring soft flows, and that
+  flow runs. Two conjunctions completing at one priority, or one completing
+  at the priority of the best hard match, raise ``AmbiguousLookup``; a
+  completed id with no ``conj_id`` flow raises ``LookupError`` (OVS would
+  fall through silently, which hides a compiler bug).
 """
 
 from __future__ import annotations
@@ -99,12 +108,14 @@ class FakeTable:
 
     def __init__(self) -> None:
         self._flows: dict[Identity, Flow] = {}
-        self._compiled: dict[Identity, list[tuple[str, int, int]]] = {}
+        # why: per-table index so a lookup scans one table, not the bridge.
+        self._compiled: dict[int, dict[Identity, list[tuple[str, int, int]]]] = {}
 
     def add(self, flow: Flow) -> None:
         """OFPFC_ADD: install ``flow``, replacing one with the same identity."""
         self._flows[flow.identity] = flow
-        self._compiled[flow.identity] = [_compile(m.field, m.value, m.mask) for m in flow.match]
+        compiled = [_compile(m.field, m.value, m.mask) for m in flow.match]
+        self._compiled.setdefault(flow.table.table_id, {})[flow.identity] = compiled
 
     def modify_strict(self, flow: Flow) -> None:
         """OFPFC_MODIFY_STRICT: new actions for an existing flow; cookie kept; no add."""
@@ -115,7 +126,7 @@ class FakeTable:
     def delete_strict(self, flow: Flow) -> None:
         """OFPFC_DELETE_STRICT: remove the flow with ``flow``'s identity, if any."""
         self._flows.pop(flow.identity, None)
-        self._compiled.pop(flow.identity, None)
+        self._compiled.get(flow.table.table_id, {}).pop(flow.identity, None)
 
     def delete_by_cookie(self, cookie: int, mask: int) -> None:
         """OFPFC_DELETE in all tables of flows whose cookie matches ``cookie/mask``."""
@@ -175,18 +186,33 @@ class FakeTable:
         return None
 
     def _best(self, table_id: int, pkt: dict[str, int]) -> Flow | None:
-        hits = [
-            f
-            for ident, f in self._flows.items()
-            if f.table.table_id == table_id and _matches(self._compiled[ident], pkt)
-        ]
-        if not hits:
-            return None
-        top = max(f.priority for f in hits)
-        best = [f for f in hits if f.priority == top]
-        if len(best) > 1:
-            raise AmbiguousLookup(f"{TABLES[table_id].name}: {len(best)} flows at priority {top}")
-        return best[0]
+        hits = self._hits(table_id, pkt)
+        hard = [f for f in hits if not _is_soft(f)]
+        top = max((f.priority for f in hard), default=-1)
+        conj = self._conjunctive(table_id, pkt, [f for f in hits if _is_soft(f)], top)
+        return conj if conj is not None else _single_top(table_id, hard)
+
+    def _hits(self, table_id: int, pkt: dict[str, int]) -> list[Flow]:
+        compiled = self._compiled.get(table_id, {})
+        return [self._flows[ident] for ident, c in compiled.items() if _matches(c, pkt)]
+
+    def _conjunctive(
+        self, table_id: int, pkt: dict[str, int], soft: list[Flow], hard_top: int
+    ) -> Flow | None:
+        """Return the flow a completed conjunction leads to, if any (module docstring)."""
+        for priority in sorted({f.priority for f in soft if f.priority >= hard_top}, reverse=True):
+            done = _completed([f for f in soft if f.priority == priority])
+            if len(done) > 1 or (done and priority == hard_top):
+                raise AmbiguousLookup(
+                    f"{TABLES[table_id].name}: conjunctions {sorted(done)} overlap at {priority}"
+                )
+            if done:
+                again = self._hits(table_id, pkt | {"conj_id": done[0]})
+                found = _single_top(table_id, [f for f in again if not _is_soft(f)])
+                if found is None or "conj_id" not in found.matches():
+                    raise LookupError(f"{TABLES[table_id].name}: no conj_id={done[0]} flow")
+                return found
+        return None
 
     def _execute(self, flow: Flow, run: _Run) -> int | None:
         run.next_table = None
@@ -199,6 +225,33 @@ class FakeTable:
         if goto is not None and run.next_table is not None:
             raise NotImplementedError("goto_table together with ct(table=) is not modelled")
         return goto if goto is not None else run.next_table
+
+
+def _is_soft(flow: Flow) -> bool:
+    return bool(flow.actions) and all(isinstance(a, Conjunction) for a in flow.actions)
+
+
+def _completed(soft: list[Flow]) -> list[int]:
+    """Return the ids of conjunctions all of whose clauses have a flow in ``soft``."""
+    seen: dict[int, set[int]] = {}
+    sizes: dict[int, int] = {}
+    for flow in soft:
+        for action in flow.actions:
+            assert isinstance(action, Conjunction)
+            if sizes.setdefault(action.conj_id, action.n_clauses) != action.n_clauses:
+                raise ValueError(f"conjunction {action.conj_id}: clause counts differ")
+            seen.setdefault(action.conj_id, set()).add(action.clause)
+    return sorted(cid for cid, clauses in seen.items() if len(clauses) == sizes[cid])
+
+
+def _single_top(table_id: int, hits: list[Flow]) -> Flow | None:
+    if not hits:
+        return None
+    top = max(f.priority for f in hits)
+    best = [f for f in hits if f.priority == top]
+    if len(best) > 1:
+        raise AmbiguousLookup(f"{TABLES[table_id].name}: {len(best)} flows at priority {top}")
+    return best[0]
 
 
 def _start(packet: Packet) -> _Run:
@@ -241,7 +294,7 @@ def _do(action: Action, run: _Run) -> bool:  # noqa: C901 - flat dispatch
         case Controller():
             run.to_controller = True
         case Conjunction():
-            raise NotImplementedError("conjunctive matches are not modelled yet")
+            raise AssertionError("conjunction flows are resolved in lookup, never executed")
     return True
 
 

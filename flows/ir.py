@@ -129,14 +129,21 @@ class Controller:
 
 @dataclass(frozen=True)
 class Conjunction:
-    """``conjunction(id,k/n)``; ``clause`` is 1-based as in ovs-ofctl."""
+    """``conjunction(id,k/n)``; ``clause`` is 1-based as in ovs-ofctl.
+
+    OVS refuses ``n < 2`` (one dimension needs no conjunction) and matches
+    ``conj_id`` against the id after a conjunction completes; packets carry
+    ``conj_id=0`` otherwise, so Sluice never uses id 0.
+    """
 
     conj_id: int
     clause: int
     n_clauses: int
 
     def __post_init__(self) -> None:
-        if not 1 <= self.clause <= self.n_clauses <= 64 or not 0 <= self.conj_id < 2**32:
+        if not 1 <= self.clause <= self.n_clauses <= 64 or self.n_clauses < 2:
+            raise ValueError(f"conjunction({self.conj_id},{self.clause}/{self.n_clauses})")
+        if not 0 < self.conj_id < 2**32:
             raise ValueError(f"conjunction({self.conj_id},{self.clause}/{self.n_clauses})")
 
 

@@ -26,6 +26,7 @@ ETH_TYPE_ARP: Final = 0x0806
 IP_PROTO_ICMP: Final = 1
 IP_PROTO_TCP: Final = 6
 IP_PROTO_UDP: Final = 17
+IP_PROTO_SCTP: Final = 132
 
 FieldValue = int | str
 
@@ -92,6 +93,8 @@ _FIELDS: Final[tuple[FieldInfo, ...]] = (
     F("tcp_dst", _INT, 16, "NXM_OF_TCP_DST", 111, "tp_dst", eth_type=_IP, ip_proto=6),
     F("udp_src", _INT, 16, "NXM_OF_UDP_SRC", 112, "tp_src", eth_type=_IP, ip_proto=17),
     F("udp_dst", _INT, 16, "NXM_OF_UDP_DST", 113, "tp_dst", eth_type=_IP, ip_proto=17),
+    F("sctp_src", _INT, 16, "OXM_OF_SCTP_SRC", 114, "tp_src", eth_type=_IP, ip_proto=132),
+    F("sctp_dst", _INT, 16, "OXM_OF_SCTP_DST", 115, "tp_dst", eth_type=_IP, ip_proto=132),
 )
 
 FIELDS: Final[dict[str, FieldInfo]] = {f.name: f for f in _FIELDS}

@@ -54,19 +54,19 @@ SERVICE_LB = _declare(
     "Services (later); passes traffic on")
 EGRESS_RULE = _declare(
     "EgressRule", Stage.EGRESS_SECURITY, Miss.NEXT, ("EgressDefault", "L3Forwarding"),
-    "NetworkPolicy egress allow rules (later); passes traffic on")
+    "NetworkPolicy egress allow rules of local source pods (flows.policy)")
 EGRESS_DEFAULT = _declare(
     "EgressDefault", Stage.EGRESS_SECURITY, Miss.NEXT, ("L3Forwarding",),
-    "NetworkPolicy egress default deny (later); passes traffic on")
+    "NetworkPolicy egress default deny of selected local pods (flows.policy)")
 L3_FORWARDING = _declare(
     "L3Forwarding", Stage.ROUTING, Miss.DROP, ("IngressRule",),
     "route by ip_dst: rewrite MACs, dec_ttl, pick the output port into reg1")
 INGRESS_RULE = _declare(
     "IngressRule", Stage.INGRESS_SECURITY, Miss.NEXT, ("IngressDefault", "ConntrackCommit"),
-    "NetworkPolicy ingress allow rules (later); passes traffic on")
+    "NetworkPolicy ingress allow rules of local destination pods (flows.policy)")
 INGRESS_DEFAULT = _declare(
     "IngressDefault", Stage.INGRESS_SECURITY, Miss.NEXT, ("ConntrackCommit",),
-    "NetworkPolicy ingress default deny (later); passes traffic on")
+    "NetworkPolicy ingress default deny of selected local pods (flows.policy)")
 CONNTRACK_COMMIT = _declare(
     "ConntrackCommit", Stage.CONNTRACK_COMMIT, Miss.NEXT, ("Output",),
     "commit new connections; mark those that entered from the gateway")

@@ -36,7 +36,12 @@ from flows.oxm import ETH_TYPE_ARP, ETH_TYPE_IP, FieldValue
 from flows.table import Goto, TableSpec
 
 # eth_type / ip_proto pairs ovs-ofctl prints as one keyword.
-_IP_SHORTHAND = {oxm.IP_PROTO_ICMP: "icmp", oxm.IP_PROTO_TCP: "tcp", oxm.IP_PROTO_UDP: "udp"}
+_IP_SHORTHAND = {
+    oxm.IP_PROTO_ICMP: "icmp",
+    oxm.IP_PROTO_TCP: "tcp",
+    oxm.IP_PROTO_UDP: "udp",
+    oxm.IP_PROTO_SCTP: "sctp",
+}
 # ovs-ofctl prints the shorthand after the ct_* fields and before the registers.
 _SHORTHAND_ORDER = oxm.info("ct_mark").order + 1
 
