@@ -79,6 +79,7 @@ class Informer:
             try:
                 if version is None:
                     version = self.relist()
+                    backoff = 0.5
                 version = self.watch_once(version)
                 backoff = 0.5
             except Gone:
@@ -125,14 +126,17 @@ class Informer:
 
     def _handle(self, event: dict[str, Any], version: str) -> str:
         kind, obj = event["type"], event["object"]
+        raw = event.get("raw_object") or {}
         if kind == "ERROR":
-            raw = event.get("raw_object") or {}
             if raw.get("code") == 410:
                 raise Gone()
             raise RuntimeError(f"watch error: {raw}")
-        new_version = obj.metadata.resource_version or version
         if kind == "BOOKMARK":
-            return str(new_version)
+            # why: the client hands bookmarks over undeserialized (a dict), and a
+            # bookmark carries nothing but the resourceVersion.
+            body = raw or (obj if isinstance(obj, dict) else {})
+            return str((body.get("metadata") or {}).get("resourceVersion") or version)
+        new_version = obj.metadata.resource_version or version
         key = _key(obj)
         if kind == "DELETED":
             self.store.pop(key, None)

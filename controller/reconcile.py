@@ -14,10 +14,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from controller.metrics import Metrics
-from controller.state import NodeState, Snapshot
+from controller.state import POLICY_DIRTY, NodeState, Snapshot
 from controller.switch import Switch, SwitchError
 from flows import cookies, ofmsg
 from flows.desired import GATEWAY_KEY, PIPELINE_KEY
@@ -25,20 +26,46 @@ from flows.diff import diff
 from flows.ir import Flow
 from flows.node import gateway_flows, pipeline_flows
 from flows.pod import flows_for_pod
+from flows.policy import flows_for_policies
 from flows.remote import flows_for_remote_node
 
 LOG = logging.getLogger(__name__)
 FlowsByKey = dict[str, frozenset[Flow]]
+POLICY_PREFIX = "policy/"
 _RETRY = 1.0
 
 
-def desired_for(snap: Snapshot, keys: Iterable[str], round_: int) -> FlowsByKey:
-    """The desired flows of `keys` (a key whose object is gone maps to no flows)."""
+def policy_flows(snap: Snapshot, round_: int) -> FlowsByKey:
+    """Every NetworkPolicy key's flows; local pods get their ofport from OVSDB's record."""
+    if snap.node is None:
+        return {}
+    ofports = {(p.namespace, p.name): p.ofport for p in snap.pods.values()}
+    pods = [
+        replace(meta, ofport=ofports.get((meta.namespace, meta.name)))
+        for meta in snap.k8s_pods.values()
+    ]
+    return flows_for_policies(
+        snap.policies.values(), pods, snap.namespaces.values(), snap.node, round_
+    )
+
+
+def desired_for(
+    snap: Snapshot, keys: Iterable[str], round_: int, policy: FlowsByKey | None = None
+) -> FlowsByKey:
+    """The desired flows of `keys` (a key whose object is gone maps to no flows).
+
+    `policy` is the result of `policy_flows` when the caller already has it.
+    """
     node = snap.node
     out: FlowsByKey = {}
     if node is None:
         return {key: frozenset() for key in keys}
     for key in keys:
+        if key.startswith(POLICY_PREFIX):
+            if policy is None:
+                policy = policy_flows(snap, round_)
+            out[key] = policy.get(key, frozenset())
+            continue
         if key == PIPELINE_KEY:
             flows = pipeline_flows(node, round_=round_)
         elif key == GATEWAY_KEY:
@@ -53,9 +80,9 @@ def desired_for(snap: Snapshot, keys: Iterable[str], round_: int) -> FlowsByKey:
     return out
 
 
-def all_keys(snap: Snapshot) -> list[str]:
-    """Every object key of the model."""
-    return [PIPELINE_KEY, GATEWAY_KEY, *snap.pods, *snap.remotes]
+def all_keys(snap: Snapshot, policy: FlowsByKey) -> list[str]:
+    """Every object key of the model (`policy` from `policy_flows`)."""
+    return [PIPELINE_KEY, GATEWAY_KEY, *snap.pods, *snap.remotes, *policy]
 
 
 def match_key(parser: Any, table_id: int, priority: int, match: Any) -> tuple[Any, ...]:
@@ -108,8 +135,7 @@ class Reconciler:
                     self.full_sync()
                 elif change is not None:
                     keys, everything = change
-                    snap = self.state.snapshot()
-                    self.apply(snap, set(all_keys(snap)) if everything else keys)
+                    self.apply(self.state.snapshot(), keys, everything)
             except SwitchError as exc:
                 LOG.warning("flow programming failed, resyncing: %s", exc)
                 self._synced_generation = 0
@@ -123,7 +149,8 @@ class Reconciler:
         """Converge the switch to the whole model under this round."""
         generation = self.switch.generation
         snap = self.state.snapshot()
-        desired = desired_for(snap, all_keys(snap), self.round)
+        policy = policy_flows(snap, self.round)
+        desired = desired_for(snap, all_keys(snap, policy), self.round, policy)
         dp = self.switch.datapath
         stats = self.switch.dump_flows()
         parser = dp.ofproto_parser
@@ -200,9 +227,18 @@ class Reconciler:
             self.metrics.count_flow_mods(delete=len(strict) + len(rounds))
         return rounds
 
-    def apply(self, snap: Snapshot, keys: set[str]) -> None:
+    def apply(self, snap: Snapshot, keys: set[str], everything: bool = False) -> None:
         """Apply the model's changes for `keys` as a diff against the installed cache."""
-        desired = desired_for(snap, keys, self.round)
+        policy = None
+        if everything or POLICY_DIRTY in keys:
+            # why: one policy or label change can move flows between rule keys;
+            # diffing every policy key at once lets a moved flow stay in place.
+            policy = policy_flows(snap, self.round)
+            keys = (keys - {POLICY_DIRTY}) | set(policy)
+            keys |= {k for k in self.installed if k.startswith(POLICY_PREFIX)}
+        if everything:
+            keys |= set(all_keys(snap, policy or {})) | set(self.installed)
+        desired = desired_for(snap, keys, self.round, policy)
         want: dict[Hashable, frozenset[Flow]] = {k: v for k, v in desired.items()}
         have: dict[Hashable, frozenset[Flow]] = {
             k: self.installed.get(k, frozenset()) for k in keys

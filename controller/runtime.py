@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes.client import CoreV1Api
+from kubernetes.client import CoreV1Api, NetworkingV1Api
 
 from cni.ports import OvsdbPortStore
 from controller import nodesetup
@@ -21,6 +21,7 @@ from controller.informer import Informer
 from controller.k8s import UPLINK_MAC_ANNOTATION, NodeHandler, api_client
 from controller.metrics import Metrics
 from controller.podwatch import PodWatcher
+from controller.policywatch import PolicyInputHandler
 from controller.reconcile import Reconciler
 from controller.rest import RestServer, create_app
 from controller.state import NodeState
@@ -112,6 +113,15 @@ class Controller:
         handler = NodeHandler(node_name(self.cfg), self.state, self._own_node, self._check_peer)
         self.core = core
         self.informers.append(Informer("nodes", core.list_node, handler))
+        net = NetworkingV1Api(api)
+        for kind, list_fn in (
+            ("namespaces", core.list_namespace),
+            ("k8s_pods", core.list_pod_for_all_namespaces),
+            ("policies", net.list_network_policy_for_all_namespaces),
+        ):
+            self.informers.append(
+                Informer(kind, list_fn, PolicyInputHandler(kind, self.state, api))
+            )
         for informer in self.informers:
             informer.start()
 

@@ -10,9 +10,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from flows.desired import GATEWAY_KEY, PIPELINE_KEY
 from flows.model import NodeConfig, PodPort, RemoteNode
+from flows.policy_model import NamespaceMeta, PodMeta, Policy
+
+# Marks "recompute every NetworkPolicy key" (any policy input or local pod changed).
+POLICY_DIRTY = "policy/*"
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,10 @@ class Snapshot:
     pods: dict[str, PodPort] = field(default_factory=dict)
     remotes: dict[str, RemoteNode] = field(default_factory=dict)
     version: int = 0
+    # NetworkPolicy inputs from the API server, keyed "namespace/name" (namespaces: name)
+    policies: dict[str, Policy] = field(default_factory=dict)
+    k8s_pods: dict[str, PodMeta] = field(default_factory=dict)
+    namespaces: dict[str, NamespaceMeta] = field(default_factory=dict)
 
 
 class NodeState:
@@ -33,6 +42,11 @@ class NodeState:
         self._node: NodeConfig | None = None
         self._pods: dict[str, PodPort] = {}
         self._remotes: dict[str, RemoteNode] = {}
+        self._policy_inputs: dict[str, dict[str, Any]] = {
+            "policies": {},
+            "k8s_pods": {},
+            "namespaces": {},
+        }
         self._dirty: set[str] = set()
         self._all_dirty = False
         self._version = 0
@@ -55,13 +69,13 @@ class NodeState:
         with self._cond:
             if self._pods.get(pod.key) != pod:
                 self._pods[pod.key] = pod
-                self._changed([pod.key])
+                self._changed([pod.key, POLICY_DIRTY])
 
     def remove_pod(self, key: str) -> None:
         """Forget a local pod port."""
         with self._cond:
             if self._pods.pop(key, None) is not None:
-                self._changed([key])
+                self._changed([key, POLICY_DIRTY])
 
     def replace_pods(self, pods: Iterable[PodPort]) -> None:
         """Replace every local pod (a full resync from OVSDB)."""
@@ -70,7 +84,7 @@ class NodeState:
             changed = {k for k in new.keys() | self._pods.keys() if new.get(k) != self._pods.get(k)}
             self._pods = new
             if changed:
-                self._changed(changed)
+                self._changed(changed | {POLICY_DIRTY})
 
     def set_remote(self, remote: RemoteNode) -> None:
         """Add or update a remote node."""
@@ -85,10 +99,25 @@ class NodeState:
             if self._remotes.pop(key, None) is not None:
                 self._changed([key])
 
+    def set_policy_input(self, kind: str, key: str, value: Any) -> None:
+        """Set (or with None remove) one NetworkPolicy input: kind is "policies",
+        "k8s_pods" or "namespaces"."""
+        with self._cond:
+            store = self._policy_inputs[kind]
+            if value is None:
+                if store.pop(key, None) is not None:
+                    self._changed([POLICY_DIRTY])
+            elif store.get(key) != value:
+                store[key] = value
+                self._changed([POLICY_DIRTY])
+
     def snapshot(self) -> Snapshot:
         """A consistent copy of the whole model."""
         with self._cond:
-            return Snapshot(self._node, dict(self._pods), dict(self._remotes), self._version)
+            inputs = {kind: dict(store) for kind, store in self._policy_inputs.items()}
+            return Snapshot(
+                self._node, dict(self._pods), dict(self._remotes), self._version, **inputs
+            )
 
     def wait_dirty(self, timeout: float) -> tuple[set[str], bool] | None:
         """Block until something changed; return (dirty keys, everything?) and clear them."""

@@ -111,15 +111,22 @@ def ensure_master(dev: str, master: str, netns: str | None) -> None:
 
 
 def ensure_address(dev: str, cidr: str, netns: str | None) -> None:
-    """Add *cidr* to *dev* unless present; set the link up."""
-    out = sh([*_ip(netns), "-o", "addr", "show", "dev", dev])
+    """Add *cidr* to *dev* unless some link of the netns has it; set the link up.
+
+    # why: a node's network plugin may have moved the address onto another link
+    # (Sluice moves the uplink's address onto an OVS bridge); adding it back to
+    # *dev* would give the netns two routes for the subnet.
+    """
+    out = sh([*_ip(netns), "-o", "addr", "show"])
     if f" {cidr} " not in out:
         sh([*_ip(netns), "addr", "add", cidr, "dev", dev])
     sh([*_ip(netns), "link", "set", dev, "up"])
 
 
 def ensure_default_route(gateway: str, netns: str) -> None:
-    """Set (replace) the default route of *netns* via *gateway*."""
+    """Add a default route via *gateway* unless *netns* has one via it (on any link)."""
+    if f"default via {gateway} " in sh([*_ip(netns), "route", "show", "default"]) + " ":
+        return
     sh([*_ip(netns), "route", "replace", "default", "via", gateway])
 
 

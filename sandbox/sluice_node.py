@@ -86,6 +86,9 @@ def ensure_ovs(node: Node, procs: dict[str, Proc], on_start: OnStart) -> None:
     if not db.exists():
         subprocess.run(["ovsdb-tool", "create", str(db), str(OVS_SCHEMA)], check=True)
     sock = d / "db.sock"
+    old = procs.get("ovsdb-server")
+    if old is None or not netns.is_alive(old):
+        sock.unlink(missing_ok=True)  # why: a stale socket would pass the readiness wait
     started = ensure_daemon(
         node,
         procs,
@@ -102,7 +105,6 @@ def ensure_ovs(node: Node, procs: dict[str, Proc], on_start: OnStart) -> None:
         ],
     )
     if started:
-        sock.unlink(missing_ok=True)
         _wait(lambda: sock.exists(), f"{sock}")
         _vsctl(node, "--no-wait", "init")
     ensure_daemon(

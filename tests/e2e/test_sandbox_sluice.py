@@ -5,12 +5,13 @@ whose nodes each run their own OVS (userspace datapath), the ``sluice`` CNI
 binary and ``sluice-controller`` (``sandbox.sluice_node.SluiceCni``), then
 checks, in this order: nodes and controllers ready; a Deployment spread over
 the nodes; full-mesh ICMP/TCP/UDP across nodes; exec/logs; a ClusterIP Service
-whose backends are on the other two nodes; an apiserver restart (informers
-resume, a new pod gets connectivity); deleting the Deployment (every CNI DEL
-succeeds, no OVS port or IPAM lease is left); finally ``down`` removes
-everything.  What is covered and why: docs/e2e.md.
+whose backends are on the two other nodes; an apiserver restart (a new pod gets
+connectivity at once); deleting the Deployment (every CNI DEL succeeds, no OVS
+port or IPAM lease is left); the controllers' informers in the minute after
+the restart; ``up()`` again; and at teardown that ``down()`` left nothing.
 
-Run (root, ~2.5 min with the Kubernetes binaries cached):
+
+Run (root, ~2 min with the Kubernetes binaries cached):
     SLUICE_E2E=1 .venv/bin/pytest -s -m e2e tests/e2e/test_sandbox_sluice.py
 """
 
@@ -41,7 +42,9 @@ pytestmark = [
     pytest.mark.skipif(os.environ.get("SLUICE_E2E") != "1", reason="set SLUICE_E2E=1 (root)"),
 ]
 
-STATE_DIR = Path(os.environ.get("SLUICE_E2E_SLUICE_STATE_DIR", "/var/lib/sluice-sandbox-e2e-sluice"))
+STATE_DIR = Path(
+    os.environ.get("SLUICE_E2E_SLUICE_STATE_DIR", "/var/lib/sluice-sandbox-e2e-sluice")
+)
 NODES = 3
 NODE_NAMES = [f"node{i}" for i in range(1, NODES + 1)]
 REPLICAS = 6
@@ -57,7 +60,7 @@ MAX_RELISTS = 3
 RESTART_CONNECT_S = 10.0
 DEL_DEADLINE_S = 120.0  # delete → pods gone, DELs settled, ports and leases removed
 DEL_QUIET_S = 10.0  # "settled": no new CNI DEL line for this long
-CNI_LINE = re.compile(r"CNI (?P<cmd>[A-Z]+) (?P<cid>[0-9a-f]{1,12})/(?P<ifname>\S*) rc=(?P<rc>\d+)")
+CNI_LINE = re.compile(r"CNI (?P<cmd>[A-Z]+) (?P<cid>[0-9a-f]*)/(?P<ifname>\S*) rc=(?P<rc>\d+)")
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) (\S+): (.*)$")
 
 TIMINGS: dict[str, Any] = {}
@@ -154,7 +157,12 @@ def kubectl(cp: ControlPlane, *args: str, timeout: float = 60, check: bool = Tru
 
 def apply(cp: ControlPlane, *objs: dict[str, Any]) -> None:
     """kubectl apply the given objects."""
-    cp.kubectl("apply", "-f", "-", input_=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objs)}))
+    cp.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input_=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objs)}),
+    )
 
 
 def pods(cp: ControlPlane, selector: str) -> list[dict[str, Any]]:
@@ -262,15 +270,17 @@ def nat_counters(node: str, comment: str) -> int:
     return total
 
 
-def wait_for(what: str, cond: Any, timeout: float, interval: float = 0.5) -> Any:
-    """Poll *cond()* until truthy; return its value; fail after *timeout* s."""
+def wait_for(what: str, cond: Any, timeout: float, interval: float = 0.5, fail: bool = True) -> Any:
+    """Poll *cond()* until truthy; return its value; after *timeout* s fail (or return it)."""
     deadline = time.monotonic() + timeout
     while True:
         value = cond()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            if fail:
+                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            return value
         time.sleep(interval)
 
 
@@ -303,6 +313,25 @@ def _pids_mentioning(text: str) -> list[int]:
 # ---------------------------------------------------------------------------- fixture
 
 
+def _up_with_one_retry() -> dict[str, Any]:
+    """cluster.up() with Sluice; once more after down() if it hit the known db.sock race.
+
+    # why: sandbox/sluice_node.ensure_ovs unlinks db.sock *after* starting
+    # ovsdb-server, so now and then it deletes the fresh socket and up() times
+    # out waiting for it (bug reported in docs/e2e.md).  Only that signature is
+    # retried, loudly, and recorded in the timings.
+    """
+    try:
+        return cluster.up(nodes=NODES, state_dir=STATE_DIR, install_cni=install_cni())
+    except TimeoutError as exc:
+        if "db.sock" not in str(exc):
+            raise
+        TIMINGS["up_retried_after"] = str(exc)
+        print(f"\nWARNING: known ovsdb-server socket race in up(): {exc}; down() and up() again")
+        assert cluster.down(STATE_DIR) == []
+        return cluster.up(nodes=NODES, state_dir=STATE_DIR, install_cni=install_cni())
+
+
 @pytest.fixture(scope="module")
 def cp() -> Iterator[ControlPlane]:
     """The running sandbox with Sluice (up once per module); down() and leak checks at exit."""
@@ -310,7 +339,7 @@ def cp() -> Iterator[ControlPlane]:
         pytest.skip(f"netns {CP_NETNS} exists: another sandbox is running")
     start = time.monotonic()
     try:
-        result = cluster.up(nodes=NODES, state_dir=STATE_DIR, install_cni=install_cni())
+        result = _up_with_one_retry()
         TIMINGS["up_s"] = round(time.monotonic() - start, 1)
         TIMINGS["up"] = result["timings_s"]
         TIMINGS["k8s_build"] = BUILD_NOTE
@@ -433,9 +462,7 @@ def test_clusterip_backed_by_other_nodes(cp: ControlPlane) -> None:
     translated the VIP.
     """
     backends = {"svc-b2": "node2", "svc-b3": "node3"}
-    apply(
-        cp, SERVICE, *(pod(n, {"role": "svc-backend"}, node) for n, node in backends.items())
-    )
+    apply(cp, SERVICE, *(pod(n, {"role": "svc-backend"}, node) for n, node in backends.items()))
     kubectl(cp, "wait", "--for=condition=Ready", *(f"pod/{n}" for n in backends), "--timeout=60s")
     vip = kubectl(cp, "get", "svc", "svc-backend", "-o", "jsonpath={.spec.clusterIP}").strip()
     client = next(
@@ -463,10 +490,13 @@ def test_clusterip_backed_by_other_nodes(cp: ControlPlane) -> None:
 
 
 def test_apiserver_restart(cp: ControlPlane) -> None:
-    """Stop kube-apiserver by pid, restart it with up(); a new pod reaches other nodes at once.
+    """Stop kube-apiserver by pid, start it as up() does; a new pod reaches other nodes at once.
 
-    The informer checks on the controller logs run after the deletion test,
-    once a full minute has passed (test_informers_*).
+    The restart is the control-plane step of ``up()`` (``ensure_running``
+    starts the dead component, then ``wait_ready``).  The whole of ``up()``
+    is not re-run here: it also re-adds each node IP to eth0 (see
+    test_up_again_keeps_node_network).  The informer checks on the controller
+    logs run after the deletion test, once a full minute has passed.
     """
     st = cluster.StateFile(STATE_DIR)
     before = {k: v["pid"] for k, v in st.data["processes"].items()}
@@ -481,12 +511,16 @@ def test_apiserver_restart(cp: ControlPlane) -> None:
     assert not netns.is_alive(api)
     assert not cp.is_ready()
     time.sleep(2)  # the controllers see refused connections for a moment
-    cluster.up(nodes=NODES, state_dir=STATE_DIR, install_cni=install_cni())
+    cp.ensure_running(st.procs("cp"), st.recorder("cp"))
+    cp.wait_ready()
     RESTART.ready_at = datetime.now()
     TIMINGS["apiserver_down_s"] = round(time.monotonic() - t0, 1)
     after = {k: v["pid"] for k, v in cluster.StateFile(STATE_DIR).data["processes"].items()}
     assert after.pop("cp/kube-apiserver") != before.pop("cp/kube-apiserver")
-    assert after == before  # up() restarted only the dead daemon
+    assert after == before  # only the dead daemon was started
+    # why: the new apiserver's watch cache sends bookmarks only once it has seen
+    # an event of the kind, so touch every Node (the informers watch Nodes).
+    kubectl(cp, "annotate", "--overwrite", "nodes", "--all", f"sluice-e2e/restart={int(t0)}")
 
     # A pod created right after the restart gets connectivity both ways.
     apply(cp, pod("after-restart", {"role": "after-restart"}, "node1"))
@@ -532,7 +566,17 @@ def test_delete_deployment_cni_del_clean(cp: ControlPlane) -> None:
     kept = {n: set(leases(n)) - set(gone[n].values()) for n in NODE_NAMES}
     start = time.monotonic()
     kubectl(cp, "delete", "deployment", "workload", "--wait=false")
-    wait_for("the Deployment's pods to go", lambda: not pods(cp, "app=workload"), 60)
+
+    def pods_gone() -> bool:
+        left = pods(cp, "app=workload")
+        if "pods_terminating_s" not in TIMINGS and all(
+            p["metadata"].get("deletionTimestamp") for p in left
+        ):
+            TIMINGS["pods_terminating_s"] = round(time.monotonic() - start, 1)
+        return not left
+
+    # why 100 s: the kubelets take 8-40 s to remove a deleted pod here (not the CNI).
+    wait_for("the Deployment's pods to go", pods_gone, DEL_DEADLINE_S - 20)
     TIMINGS["pods_gone_s"] = round(time.monotonic() - start, 1)
 
     counts, last_change = [0], [time.monotonic()]
@@ -545,9 +589,7 @@ def test_delete_deployment_cni_del_clean(cp: ControlPlane) -> None:
             ifaces = {i.get("sluice-container-id") for i in cni_interfaces(node).values()}
             if ifaces & set(gone[node]) or set(gone[node].values()) & set(leases(node)):
                 return False
-        if time.monotonic() - last_change[0] < DEL_QUIET_S:
-            return False
-        return True
+        return time.monotonic() - last_change[0] >= DEL_QUIET_S
 
     def quiet() -> bool:
         n = sum(len(cni_lines(node, "DEL")) for node in NODE_NAMES)
@@ -555,17 +597,25 @@ def test_delete_deployment_cni_del_clean(cp: ControlPlane) -> None:
             counts[0], last_change[0] = n, time.monotonic()
         return settled()
 
-    wait_for("CNI DELs to settle", quiet, DEL_DEADLINE_S - (time.monotonic() - start), 1.0)
+    left = DEL_DEADLINE_S - (time.monotonic() - start)
+    wait_for("CNI DELs to settle", quiet, left, interval=1.0, fail=False)
     TIMINGS["del_settled_s"] = round(time.monotonic() - start, 1)
-    bad, per_pod = [], {}
+    bad, per_pod, ports_left = [], {}, {}
     for node in NODE_NAMES:
         lines = cni_lines(node, "DEL")
         bad += [f"{node}: {m[0]}" for m in lines if m["rc"] != "0"]
         for cid in gone[node]:
             per_pod[cid[:12]] = sum(1 for m in lines if m["cid"] == cid[:12])
-        assert set(leases(node)) == kept[node], node  # other pods' leases stay
+        ports_left[node] = [
+            name
+            for name, ids in cni_interfaces(node).items()
+            if ids.get("sluice-container-id") in gone[node]
+        ]
+        assert set(leases(node)) == kept[node], node  # deleted pods' leases gone, others kept
     TIMINGS["cni_del_per_deleted_pod"] = sorted(per_pod.values())
     assert bad == []
+    assert ports_left == dict.fromkeys(NODE_NAMES, [])
+    assert 0 not in per_pod.values(), per_pod  # every deleted pod got its DEL
 
 
 def _informer_records(node: str) -> list[tuple[datetime, str, str, str]]:
@@ -581,31 +631,30 @@ def _wait_until(when: datetime) -> None:
 
 
 def test_informers_no_relist_loop_after_restart(cp: ControlPlane) -> None:
-    """In the minute after the apiserver restart each controller relists at most 3 times."""
-    assert RESTART.stopped_at is not None and RESTART.ready_at is not None, "restart test ran?"
+    """In the minute after the apiserver restart each informer (nodes, namespaces,
+    pods, policies) of each controller relists at most 3 times: no relist loop."""
+    if RESTART.stopped_at is None or RESTART.ready_at is None:
+        pytest.skip("needs test_apiserver_restart")
     end = RESTART.stopped_at + timedelta(seconds=60)
     _wait_until(max(end, RESTART.ready_at + timedelta(seconds=5)))
-    relists = {}
+    relists: dict[str, int] = {}
     for node in NODE_NAMES:
-        recs = _informer_records(node)
-        relists[node] = sum(1 for r in recs if r[0] <= end and "relisting" in r[3])
+        for r in _informer_records(node):
+            if r[0] <= end and "relisting" in r[3]:
+                key = f"{node}/{r[3].split(':', 1)[0]}"  # the message starts "<informer>:"
+                relists[key] = relists.get(key, 0) + 1
     TIMINGS["relists_in_minute_after_restart"] = relists
     assert all(n <= MAX_RELISTS for n in relists.values()), relists
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="controller/informer.py: a BOOKMARK event (a dict, not a V1Node, from "
-    "kubernetes.watch) raises AttributeError in Informer._handle, so every watch "
-    "breaks with a WARNING ~1 min after it starts and backs off (see docs/e2e.md)",
-)
 def test_informers_quiet_after_reconnect(cp: ControlPlane) -> None:
     """Once reconnected after the restart, the informers log no warning for 90 s.
 
     90 s covers the apiserver's first watch bookmark (sent about a minute
     after a watch starts).  Ends as soon as a warning shows up.
     """
-    assert RESTART.ready_at is not None, "restart test ran?"
+    if RESTART.ready_at is None:
+        pytest.skip("needs test_apiserver_restart")
     grace = RESTART.ready_at + timedelta(seconds=20)  # retries during the outage end by then
     end = RESTART.ready_at + timedelta(seconds=90)
 
@@ -619,4 +668,38 @@ def test_informers_quiet_after_reconnect(cp: ControlPlane) -> None:
 
     while datetime.now() < end and not late_warnings():
         time.sleep(1)
+    print("\nlate informer warnings:", late_warnings())
     assert late_warnings() == []
+
+
+def _node_ip_links(node: str) -> list[str]:
+    """Links in the node's netns that carry its fabric IP (198.51.100.1N/24)."""
+    out = netns.sh(["ip", "-n", f"sl-{node}", "-o", "-4", "addr", "show"])
+    ip = f"198.51.100.{10 + int(node.removeprefix('node'))}/"
+    return sorted(line.split()[1] for line in out.splitlines() if f" {ip}" in line)
+
+
+def test_up_again_keeps_node_network(cp: ControlPlane) -> None:
+    """up() with everything running restarts nothing and leaves the node network alone.
+
+    Runs last: while the bug is there it breaks cross-node traffic.
+    """
+    client = [p["metadata"]["name"] for p in pods(cp, "role=after-restart")]  # on node1
+    ips = [p["status"]["podIP"] for p in pods(cp, "role=svc-backend")]  # node2, node3
+    if not client or len(ips) != 2:
+        pytest.skip("needs the pods of test_clusterip_* and test_apiserver_restart")
+    assert _node_ip_links("node1") == ["br-phy"]  # the uplink set-up moved it there
+    before = cluster.StateFile(STATE_DIR).data["processes"]
+    start = time.monotonic()
+    cluster.up(nodes=NODES, state_dir=STATE_DIR, install_cni=install_cni())
+    TIMINGS["up_again_s"] = round(time.monotonic() - start, 1)
+    assert cluster.StateFile(STATE_DIR).data["processes"] == before
+    links = {n: _node_ip_links(n) for n in NODE_NAMES}
+    print("\nnode IP on links after up() again:", links)
+    assert links == dict.fromkeys(NODE_NAMES, ["br-phy"])
+    script = (
+        f"for ip in {' '.join(ips)}; do ping -c1 -W1 $ip >/dev/null || "
+        "ping -c1 -W1 $ip >/dev/null && echo ok $ip || echo FAIL $ip; done"
+    )
+    out = sh_in_pod(cp, client[0], script, timeout=30)
+    assert out.split().count("ok") == len(ips), out

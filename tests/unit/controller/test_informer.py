@@ -42,7 +42,9 @@ def test_watch_events_update_store_and_version() -> None:
     informer, seen = make([])
     assert informer._handle({"type": "ADDED", "object": obj("a", "10")}, "5") == "10"
     assert informer._handle({"type": "MODIFIED", "object": obj("a", "11")}, "10") == "11"
-    assert informer._handle({"type": "BOOKMARK", "object": obj("", "12")}, "11") == "12"
+    bookmark = {"metadata": {"resourceVersion": "12"}}  # the client delivers a plain dict
+    event = {"type": "BOOKMARK", "object": bookmark, "raw_object": bookmark}
+    assert informer._handle(event, "11") == "12"
     assert informer._handle({"type": "DELETED", "object": obj("a", "13")}, "12") == "13"
     assert seen == [("ADDED", "a"), ("MODIFIED", "a"), ("DELETED", "a")]
     assert informer.store == {}
