@@ -73,7 +73,13 @@ def desired_for(
         elif key in snap.pods:
             flows = flows_for_pod(snap.pods[key], node, round_=round_)
         elif key in snap.remotes:
-            flows = flows_for_remote_node(snap.remotes[key], node, round_=round_)
+            try:
+                flows = flows_for_remote_node(snap.remotes[key], node, round_=round_)
+            except ValueError as exc:
+                # why: one peer we cannot route to yet (e.g. its uplink MAC is not
+                # published) must not keep every other flow from being installed.
+                LOG.warning("no flows for %s: %s", key, exc)
+                flows = []
         else:
             flows = []
         out[key] = frozenset(flows)
@@ -130,6 +136,10 @@ class Reconciler:
             change = self.state.wait_dirty(0.5)
             try:
                 if self.switch.datapath is None:
+                    continue
+                if self.state.snapshot().node is None:
+                    # why: without the node's facts no flow can be computed; syncing
+                    # now would delete what a previous run installed.
                     continue
                 if self.switch.generation != self._synced_generation:
                     self.full_sync()

@@ -70,9 +70,13 @@ class Controller:
         dp_type = self.datapath_type = nodesetup.ensure_bridge(self.client, cfg)
         ports.ensure_flow_table_names(self.client, cfg.bridge, pipeline.table_names())
         self.round = choose_round(self.client, cfg.bridge)
-        pod_cidrs = (cfg.pod_cidr,) if cfg.pod_cidr else ()
-        if pod_cidrs:
-            self._set_node(pod_cidrs[0])
+        recorded = ports.get_bridge_external_ids(self.client, cfg.bridge)
+        # why: OVSDB is the durable record; a restart must not wait for the API
+        # server (in routing mode the host reaches it only through our flows).
+        pod_cidr = cfg.pod_cidr or recorded.get(schema.POD_CIDR)
+        pod_cidrs = (pod_cidr,) if pod_cidr else ()
+        if pod_cidr:
+            self._set_node(pod_cidr, recorded.get(schema.NODE_IP))
         self.podwatch = PodWatcher(self.client, self.state)
         self.podwatch.start()
         self.reconciler = Reconciler(
@@ -160,6 +164,9 @@ class Controller:
         gateway = nodesetup.ensure_gateway(self.client, cfg, pod_cidr)
         node_ip = cfg.node_ip or internal_ip or nodesetup.detect_node_ip(cfg)
         node_ip = node_ip or str(gateway.address.ip)
+        ports.set_bridge_external_ids(
+            self.client, cfg.bridge, {schema.POD_CIDR: pod_cidr, schema.NODE_IP: node_ip}
+        )
         if cfg.mode == "overlay":
             if self.datapath_type == "netdev" and cfg.uplink_interface:
                 self.uplink = ensure_uplink_bridge(self.client, cfg)

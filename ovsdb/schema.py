@@ -36,3 +36,5 @@ NETNS: Final = "sluice-netns"
 
 # Bridge.external_ids keys written by the controller.
 FLOW_ROUND: Final = "sluice-flow-round"
+POD_CIDR: Final = "sluice-pod-cidr"  # the node's podCIDR, as last learnt
+NODE_IP: Final = "sluice-node-ip"  # the node's transport IP, as last learnt
