@@ -54,14 +54,21 @@ def netns(prefix: str) -> Iterator[str]:
 class CniNode:
     """A node netns running OVS + sluice-controller; call the CNI like a runtime."""
 
-    def __init__(self, workdir: Path, name: str, pod_cidr: str, mode: str = "overlay") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        name: str,
+        pod_cidr: str,
+        mode: str = "overlay",
+        userspace_tso: bool = False,
+    ) -> None:
         self.workdir = workdir
         self.name = name
         self.pod_cidr = pod_cidr
         self.bin_dir = workdir / "bin"
         self.state_dir = workdir / "state"
         self.socket = workdir / "run" / "cni.sock"
-        self.ovs = OvsInstance(workdir / "ovs", netns=name)
+        self.ovs = OvsInstance(workdir / "ovs", netns=name, userspace_tso=userspace_tso)
         self.mode = mode
         self.controller: subprocess.Popen[str] | None = None
 

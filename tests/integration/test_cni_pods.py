@@ -5,10 +5,11 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from tests.integration.cninode import CniNode, in_netns, ip
+from tests.integration.cninode import CniNode, in_netns, ip, netns
 
 pytestmark = pytest.mark.integration
 
@@ -108,3 +109,20 @@ def test_del_twice_like_containerd_leaves_nothing(
     assert cni_node.pod_ports() == []
     assert cni_node.leases() == []
     assert host not in cni_node.host_links()
+
+
+def test_userspace_tso_keeps_checksum_offload(tmp_path: Path, pod_netns: Callable[[], str]) -> None:
+    """With userspace TSO on, OVS handles partial checksums: the CNI leaves offload on."""
+    with netns("sltt-") as name:
+        node = CniNode(tmp_path, name, "10.250.1.0/24", userspace_tso=True)
+        try:
+            node.start()
+            ns_a, _ = add_pod(node, pod_netns, "fast")
+            ns_b, res_b = add_pod(node, pod_netns, "peer")
+            pod_a, pod_b = ns_a.rsplit("/", 1)[1], ns_b.rsplit("/", 1)[1]
+            assert "tx-checksumming: on" in in_netns(pod_a, "ethtool", "-k", "eth0").stdout
+            ip_b = res_b["ips"][0]["address"].split("/")[0]
+            node.ovs.ofctl("-O", "OpenFlow13", "add-flow", "br-int", "priority=1,actions=NORMAL")
+            assert_tcp(pod_b, pod_a, ip_b)
+        finally:
+            node.stop()
