@@ -7,7 +7,7 @@ APT_PACKAGES := openvswitch-switch openvswitch-common containernetworking-plugin
 	ethtool iptables iperf3 tcpdump procps util-linux iputils-ping curl
 PYTEST_ARGS ?=
 
-.PHONY: deps apt venv lint typecheck test unit functional integration e2e demo clean
+.PHONY: deps apt venv lint typecheck test unit functional integration e2e demo bench clean
 
 deps: apt venv
 
@@ -54,6 +54,9 @@ test: deps lint typecheck
 
 demo: deps
 	$(VPY) -m sandbox.demo
+
+bench: deps
+	$(VPY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

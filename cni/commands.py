@@ -221,8 +221,9 @@ def delete(args: CmdArgs, conf: NetConf, node: NodeNetwork, host: IPRoute, ovs: 
     else:
         # why: without a podCIDR the default IPAM cannot be configured; a lease left
         # from an earlier life is released by the sweep once the podCIDR is known.
-        LOG.info("DEL %s/%s: podCIDR unknown, lease release deferred", args.container_id,
-                 args.ifname)
+        LOG.info(
+            "DEL %s/%s: podCIDR unknown, lease release deferred", args.container_id, args.ifname
+        )
     if errors:
         raise CniError(ERR_INTERNAL, "DEL could not remove everything", "; ".join(errors))
 

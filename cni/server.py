@@ -63,6 +63,9 @@ class _Handler(socketserver.StreamRequestHandler):
 class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     block_on_close = False
+    # why: the default listen backlog of 5 makes the 7th simultaneous shim fail
+    # to connect; kubelet starts many pods at once.
+    request_queue_size = 256
     owner: CniServer
 
 

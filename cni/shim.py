@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import sys
+import time
 
 SUPPORTED_VERSIONS = ("0.3.1", "0.4.0", "1.0.0", "1.1.0")
 DEFAULT_SERVER_SOCKET = "/run/sluice/cni.sock"
@@ -47,7 +48,7 @@ def call_server(path, env, stdin):
     request = {"v": PROTOCOL_VERSION, "env": env, "stdin": base64.b64encode(stdin).decode()}
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(CONNECT_TIMEOUT)
-        sock.connect(path)
+        _connect(sock, path)
         sock.settimeout(REPLY_TIMEOUT)
         sock.sendall(json.dumps(request).encode())
         sock.shutdown(socket.SHUT_WR)
@@ -61,6 +62,19 @@ def call_server(path, env, stdin):
     if not isinstance(reply, dict) or not isinstance(reply.get("rc"), int):
         raise OSError("malformed reply from the CNI server")
     return reply["rc"], str(reply.get("stdout", ""))
+
+
+def _connect(sock, path):
+    """Connect, retrying while the server's backlog is full (EAGAIN) up to the timeout."""
+    deadline = time.monotonic() + CONNECT_TIMEOUT
+    while True:
+        try:
+            sock.connect(path)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 def spool_delete(state_dir, env, stdin):

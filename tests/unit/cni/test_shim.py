@@ -105,3 +105,32 @@ def test_malformed_request_gets_code_6() -> None:
     server = CniServer("/nonexistent/unused.sock", RecordingPlugin())
     rc, out = server.handle_request_bytes(b"garbage")
     assert rc == 1 and json.loads(out)["code"] == 6
+
+
+class SlowPlugin(RecordingPlugin):
+    """Holds each ADD for a while, so connections pile up in the listen backlog."""
+
+    def add(self, args: Any, conf: Any) -> dict[str, Any]:
+        import time
+
+        time.sleep(0.2)
+        return super().add(args, conf)
+
+
+def test_many_simultaneous_shims_all_get_through(conf: dict[str, Any]) -> None:
+    server = CniServer(conf["serverSocket"], SlowPlugin())
+    server.start()
+    try:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-I", "-S", str(SHIM)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=dict(env("ADD"), CNI_CONTAINERID=f"c{i}"),
+            )
+            for i in range(40)
+        ]
+        outs = [p.communicate(json.dumps(conf).encode(), timeout=60)[0] for p in procs]
+    finally:
+        server.stop()
+    assert [p.returncode for p in procs] == [0] * 40, outs
