@@ -21,6 +21,7 @@ from controller.metrics import Metrics
 from controller.state import POLICY_DIRTY, NodeState, Snapshot
 from controller.switch import Switch, SwitchError
 from flows import cookies, ofmsg
+from flows.cookies import Category
 from flows.desired import GATEWAY_KEY, PIPELINE_KEY
 from flows.diff import diff
 from flows.ir import Flow
@@ -109,6 +110,7 @@ class Reconciler:
         metrics: Metrics,
         round_: int,
         on_converged: Callable[[int, set[int]], None],
+        on_policy_narrowed: Callable[[], object] | None = None,
     ) -> None:
         self.state = state
         self.switch = switch
@@ -117,6 +119,7 @@ class Reconciler:
         self.installed: FlowsByKey = {}
         self._synced_generation = 0
         self._on_converged = on_converged
+        self.on_policy_narrowed = on_policy_narrowed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
         self.converged = threading.Event()
@@ -256,6 +259,8 @@ class Reconciler:
         delta = diff(want, have)
         if not delta.empty:
             self.switch.send_batch(lambda dp: ofmsg.delta_msgs(dp, delta), atomic=True)
+            if self.on_policy_narrowed and _narrows_policy(delta):
+                self.on_policy_narrowed()
             self.metrics.count_flow_mods(
                 add=len(delta.adds), modify=len(delta.modifies), delete=len(delta.deletes)
             )
@@ -276,3 +281,9 @@ class Reconciler:
     def installed_flows(self) -> list[Flow]:
         """A copy of every flow installed by this reconciler (for the REST API)."""
         return [f for flows in list(self.installed.values()) for f in flows]
+
+
+def _narrows_policy(delta: Any) -> bool:
+    """Whether a delta touches NetworkPolicy flows (an allowance may have shrunk)."""
+    flows = (*delta.deletes, *delta.modifies, *delta.adds)
+    return any(f.cookie and cookies.category_of(f.cookie) is Category.POLICY for f in flows)

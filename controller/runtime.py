@@ -17,6 +17,7 @@ from controller import nodesetup
 from controller.app import start_osken
 from controller.cniservice import CniService
 from controller.config import Config
+from controller.datapath import purge_datapath_flows, rundir_of
 from controller.informer import Informer
 from controller.k8s import UPLINK_MAC_ANNOTATION, NodeHandler, api_client
 from controller.metrics import Metrics
@@ -80,7 +81,12 @@ class Controller:
         self.podwatch = PodWatcher(self.client, self.state)
         self.podwatch.start()
         self.reconciler = Reconciler(
-            self.state, self.switch, self.metrics, self.round, self._converged
+            self.state,
+            self.switch,
+            self.metrics,
+            self.round,
+            self._converged,
+            lambda: purge_datapath_flows(rundir_of(cfg.ovsdb)),
         )
         self.reconciler.start()
         start_osken(
