@@ -25,6 +25,7 @@ import pytest
 from sandbox import cluster, k8sbuild, netns
 from sandbox.controlplane import CP_NETNS, HOST_LINK, ControlPlane
 from sandbox.node import BIND_MOUNTS
+from tests.e2e.kube import apply, pod_cidrs, pods
 
 pytestmark = [
     pytest.mark.e2e,
@@ -119,27 +120,6 @@ def cp() -> Iterator[ControlPlane]:
     finally:
         cluster.down(STATE_DIR)
         print("\nE2E TIMINGS " + json.dumps(TIMINGS))
-
-
-def apply(cp: ControlPlane, *objs: dict[str, Any]) -> None:
-    """kubectl apply the given objects."""
-    cp.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input_=json.dumps({"kind": "List", "apiVersion": "v1", "items": list(objs)}),
-    )
-
-
-def pods(cp: ControlPlane, selector: str) -> list[dict[str, Any]]:
-    """Pods matching a label selector, as JSON objects."""
-    return json.loads(cp.kubectl("get", "pods", "-l", selector, "-o", "json"))["items"]
-
-
-def pod_cidrs(cp: ControlPlane) -> dict[str, str]:
-    """node name → spec.podCIDR."""
-    nodes = json.loads(cp.kubectl("get", "nodes", "-o", "json"))["items"]
-    return {n["metadata"]["name"]: n["spec"]["podCIDR"] for n in nodes}
 
 
 def test_nodes_ready(cp: ControlPlane) -> None:

@@ -36,6 +36,7 @@ import pytest
 from sandbox import cluster, k8sbuild, netns
 from sandbox.controlplane import CP_NETNS, ControlPlane
 from sandbox.sluice_node import SluiceCni
+from tests.e2e.kube import apply, pod_cidrs, pods
 
 pytestmark = [
     pytest.mark.e2e,
@@ -153,27 +154,6 @@ def kubectl(cp: ControlPlane, *args: str, timeout: float = 60, check: bool = Tru
     if check and res.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed: {res.stderr.strip()}")
     return res.stdout
-
-
-def apply(cp: ControlPlane, *objs: dict[str, Any]) -> None:
-    """kubectl apply the given objects."""
-    cp.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input_=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objs)}),
-    )
-
-
-def pods(cp: ControlPlane, selector: str) -> list[dict[str, Any]]:
-    """Pods matching a label selector, as JSON objects."""
-    return json.loads(kubectl(cp, "get", "pods", "-l", selector, "-o", "json"))["items"]
-
-
-def pod_cidrs(cp: ControlPlane) -> dict[str, str]:
-    """node name → spec.podCIDR ("" if unset)."""
-    nodes = json.loads(kubectl(cp, "get", "nodes", "-o", "json"))["items"]
-    return {n["metadata"]["name"]: n["spec"].get("podCIDR", "") for n in nodes}
 
 
 def sh_in_pod(cp: ControlPlane, name: str, script: str, timeout: float = 60) -> str:
