@@ -17,6 +17,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from cni import netns
 from cni.node import NodeNetwork, pod_mtu
 from controller.config import Config
+from controller.uplink import default_route_index
 from ovsdb import ports, schema
 from ovsdb.connection import OvsdbClient
 
@@ -101,9 +102,7 @@ def uplink_mtu(cfg: Config, ipr: IPRoute) -> int:
     if cfg.uplink_interface:
         index = netns.link_index(ipr, cfg.uplink_interface)
     else:
-        for route in ipr.get_default_routes(family=2):
-            index = route.get_attr("RTA_OIF")
-            break
+        index = default_route_index(ipr)
     if index is None:
         return 1500
     return netns.link_info(ipr, index)["mtu"] or 1500
@@ -155,9 +154,7 @@ def detect_node_ip(cfg: Config) -> str | None:
     with IPRoute() as ipr:
         index = netns.link_index(ipr, cfg.uplink_interface) if cfg.uplink_interface else None
         if index is None:
-            for route in ipr.get_default_routes(family=2):
-                index = route.get_attr("RTA_OIF")
-                break
+            index = default_route_index(ipr)
         if index is None:
             return None
         for addr in netns.link_addresses(ipr, index):

@@ -259,7 +259,7 @@ class Reconciler:
         delta = diff(want, have)
         if not delta.empty:
             self.switch.send_batch(lambda dp: ofmsg.delta_msgs(dp, delta), atomic=True)
-            if self.on_policy_narrowed and _narrows_policy(delta):
+            if self.on_policy_narrowed and _touches_policy(delta):
                 self.on_policy_narrowed()
             self.metrics.count_flow_mods(
                 add=len(delta.adds), modify=len(delta.modifies), delete=len(delta.deletes)
@@ -283,7 +283,7 @@ class Reconciler:
         return [f for flows in list(self.installed.values()) for f in flows]
 
 
-def _narrows_policy(delta: Any) -> bool:
+def _touches_policy(delta: Any) -> bool:
     """Whether a delta touches NetworkPolicy flows (an allowance may have shrunk)."""
     flows = (*delta.deletes, *delta.modifies, *delta.adds)
     return any(f.cookie and cookies.category_of(f.cookie) is Category.POLICY for f in flows)

@@ -8,7 +8,6 @@ import os
 import socket
 import threading
 from dataclasses import dataclass, field
-from typing import Any
 
 from kubernetes.client import CoreV1Api, NetworkingV1Api
 
@@ -58,7 +57,6 @@ class Controller:
     state: NodeState = field(default_factory=NodeState)
     metrics: Metrics = field(default_factory=Metrics)
     switch: Switch = field(init=False)
-    services: list[Any] = field(default_factory=list)
     uplink: Uplink | None = None
     peer_problems: dict[str, str] = field(default_factory=dict)
 

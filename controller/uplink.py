@@ -26,13 +26,19 @@ LOG = logging.getLogger(__name__)
 UPLINK_BRIDGE = "br-phy"
 
 
-def default_uplink(ipr: IPRoute) -> str | None:
-    """Name of the default route's device, if any."""
+def default_route_index(ipr: IPRoute) -> int | None:
+    """Index of the IPv4 default route's device, if any."""
     for route in ipr.get_default_routes(family=socket.AF_INET):
         index = route.get_attr("RTA_OIF")
         if index is not None:
-            return netns.link_info(ipr, index)["name"]
+            return int(index)
     return None
+
+
+def default_uplink(ipr: IPRoute) -> str | None:
+    """Name of the default route's device, if any."""
+    index = default_route_index(ipr)
+    return netns.link_info(ipr, index)["name"] if index is not None else None
 
 
 @dataclass(frozen=True)
