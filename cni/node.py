@@ -33,8 +33,8 @@ class NodeNetwork:
 
 
 def pod_mtu(uplink_mtu: int, mode: str, tunnel: str) -> int:
-    """The pod MTU: the uplink's minus the tunnel overhead in overlay mode."""
-    if mode == "overlay":
+    """The pod MTU: the uplink's minus the tunnel overhead where pods may be tunnelled."""
+    if mode in ("overlay", "hybrid"):
         return uplink_mtu - TUNNEL_OVERHEAD[tunnel]
     return uplink_mtu
 

@@ -50,7 +50,7 @@ class Config(_Strict):
     """The whole controller configuration (docs/configuration.md)."""
 
     node_name: str | None = Field(None, alias="nodeName")
-    mode: Literal["overlay", "routing", "underlay"] = "overlay"
+    mode: Literal["overlay", "routing", "underlay", "hybrid"] = "overlay"
     tunnel_type: Literal["vxlan", "geneve"] = Field("vxlan", alias="tunnelType")
     bridge: str = "br-int"
     datapath_type: Literal["auto", "netdev", "system"] = Field("auto", alias="datapathType")

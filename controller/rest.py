@@ -29,7 +29,16 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from controller.metrics import CONTENT_TYPE, Metrics
-from controller.view import ControllerView, FlowInfo, NodeInfo, PodInfo, UnknownFilter
+from controller.view import (
+    ControllerView,
+    FlowInfo,
+    NodeInfo,
+    PodInfo,
+    PodPolicies,
+    PolicyInfo,
+    PolicyView,
+    UnknownFilter,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -179,6 +188,32 @@ def _add_state_routes(app: FastAPI, view: ControllerView) -> None:
             raise _param_error(404, exc.parameter, str(exc)) from exc
 
 
+def _add_policy_routes(app: FastAPI, view: PolicyView) -> None:
+    @app.get("/v1/policies", tags=["policy"])
+    def get_policies(
+        namespace: Annotated[str | None, Query(description="only this namespace's")] = None,
+    ) -> list[PolicyInfo]:
+        """NetworkPolicies with their selected pods and rules resolved (docs/policy.md)."""
+        if namespace is not None and not _DNS_LABEL.match(namespace):
+            raise _param_error(400, "namespace", f"invalid namespace {namespace!r}")
+        return view.policies(namespace)
+
+    @app.get("/v1/policies/explain", responses=_FILTER_ERRORS, tags=["policy"])
+    def explain(
+        namespace: Annotated[str, Query(description="the pod's namespace")],
+        pod: Annotated[str, Query(description="the pod's name")],
+    ) -> PodPolicies:
+        """Which policies select one pod for ingress and egress, and what they allow."""
+        if not _DNS_LABEL.match(namespace):
+            raise _param_error(400, "namespace", f"invalid namespace {namespace!r}")
+        if not _DNS_SUBDOMAIN.match(pod):
+            raise _param_error(400, "pod", f"invalid pod name {pod!r}")
+        try:
+            return view.pod_policies(namespace, pod)
+        except UnknownFilter as exc:
+            raise _param_error(404, exc.parameter, str(exc)) from exc
+
+
 def _add_metrics_route(app: FastAPI, metrics: Metrics) -> None:
     @app.get(
         "/metrics",
@@ -246,6 +281,8 @@ def _version() -> str:
 def create_app(view: ControllerView, metrics: Metrics) -> FastAPI:
     """Build the REST app reading ``view`` and serving ``metrics``; nothing is started.
 
+    The ``/v1/policies`` routes are added when ``view`` is also a ``PolicyView``.
+
     Handlers are plain functions, which FastAPI runs in its worker threads.
     # why: a view method may take the controller's state lock; a blocking call
     # in an ``async def`` handler would stall every other request.
@@ -263,6 +300,8 @@ def create_app(view: ControllerView, metrics: Metrics) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     _add_probe_routes(app, view)
     _add_state_routes(app, view)
+    if isinstance(view, PolicyView):  # why: a view without policy inputs serves no such routes
+        _add_policy_routes(app, view)
     _add_metrics_route(app, metrics)
     app.openapi = _openapi_without_422(app)  # type: ignore[method-assign]
     return app

@@ -36,6 +36,34 @@ from ovsdb.connection import OvsdbClient
 LOG = logging.getLogger(__name__)
 
 
+UNDERLAY_PROBLEM = "podCIDR"
+
+
+def underlay_problem(pod_cidr: str, subnet: ipaddress.IPv4Network | None) -> str | None:
+    """Why `pod_cidr` cannot be an underlay pod range on `subnet`, or None if it can."""
+    net = ipaddress.ip_network(pod_cidr)
+    if subnet is not None and net.version == 4 and net.subnet_of(subnet):
+        return None
+    return (
+        f"underlay mode: podCIDR {pod_cidr} is not inside the uplink's subnet {subnet}: "
+        "fabric hosts cannot reach these pods; allocate pod ranges from the fabric subnet"
+    )
+
+
+def peer_problem(
+    mode: str, subnet: ipaddress.IPv4Network | None, name: str, node_ip: str | None
+) -> str | None:
+    """Why `mode` cannot reach peer `name` at `node_ip` from our uplink `subnet`, or None."""
+    if mode in ("overlay", "hybrid") or subnet is None or node_ip is None:
+        return None
+    if ipaddress.ip_address(node_ip) in subnet:
+        return None
+    return (
+        f"node {name} ({node_ip}) is not on this node's L2 segment {subnet}: "
+        f"{mode} mode cannot reach its pods; use overlay or hybrid mode"
+    )
+
+
 def node_name(cfg: Config) -> str:
     """The configured node name, else $NODE_NAME, else the host name."""
     return cfg.node_name or os.environ.get("NODE_NAME") or socket.gethostname()
@@ -148,20 +176,23 @@ class Controller:
             self.core.patch_node(node_name(self.cfg), body)
 
     def _check_peer(self, name: str, node_ip: str | None) -> None:
-        """Routing mode needs every peer on our L2 segment: say so when one is not."""
+        """Routing and underlay need every peer on our L2 segment: say so when one is not."""
         subnet = self.uplink.subnet if self.uplink else None
-        if self.cfg.mode == "overlay" or subnet is None or node_ip is None:
-            self.peer_problems.pop(name, None)
-            return
-        if ipaddress.ip_address(node_ip) in subnet:
+        problem = peer_problem(self.cfg.mode, subnet, name, node_ip)
+        if problem is None:
             self.peer_problems.pop(name, None)
         elif name not in self.peer_problems:
-            problem = (
-                f"node {name} ({node_ip}) is not on this node's L2 segment {subnet}: "
-                f"{self.cfg.mode} mode cannot reach its pods; use overlay mode"
-            )
             LOG.warning("%s", problem)
             self.peer_problems[name] = problem
+
+    def _check_underlay(self, pod_cidr: str, subnet: ipaddress.IPv4Network | None) -> None:
+        """Underlay pods are fabric addresses: the podCIDR must lie in the uplink's subnet."""
+        problem = underlay_problem(pod_cidr, subnet)
+        if problem is None:
+            self.peer_problems.pop(UNDERLAY_PROBLEM, None)
+        else:
+            LOG.warning("%s", problem)
+            self.peer_problems[UNDERLAY_PROBLEM] = problem
 
     def _set_node(self, pod_cidr: str, internal_ip: str | None = None) -> None:
         cfg = self.cfg
@@ -179,6 +210,12 @@ class Controller:
             self.uplink = ensure_routing_uplink(self.client, cfg)
             if self.uplink is None:
                 raise RuntimeError(f"{cfg.mode} mode needs an uplink interface (uplinkInterface)")
+            if cfg.mode == "underlay":
+                self._check_underlay(pod_cidr, self.uplink.subnet)
+            if cfg.mode == "hybrid":
+                # why after the uplink: on netdev the tunnel's outer packets leave
+                # through the bridge that holds the node IP, br-int's LOCAL here.
+                nodesetup.ensure_tunnel_port(self.client, cfg, node_ip)
         self.state.set_node(
             NodeConfig(
                 name=node_name(cfg),
@@ -191,8 +228,13 @@ class Controller:
                 tunnel_type=cfg.tunnel_type,
                 service_cidr=cfg.service_cidr,
                 uplink_mac=self.uplink.mac if self.uplink else nodesetup.uplink_mac(cfg),
+                uplink_subnet=self._uplink_subnet(),
             )
         )
+
+    def _uplink_subnet(self) -> str | None:
+        subnet = self.uplink.subnet if self.uplink else None
+        return str(subnet) if subnet is not None else None
 
     def _start_cni(self, pod_cidrs: tuple[str, ...]) -> None:
         cfg = self.cfg

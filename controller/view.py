@@ -16,6 +16,9 @@ Contract for implementers:
 - ``flows()`` raises ``UnknownTable`` / ``UnknownPod`` for a filter that names
   nothing; the REST layer turns them into 404s naming the query parameter.
   Syntax (``pod`` is "namespace/name") is checked by the REST layer first.
+- A view that also implements ``PolicyView`` gets the NetworkPolicy routes
+  (``/v1/policies``); ``pod_policies()`` raises ``UnknownNamespace`` /
+  ``UnknownPod`` the same way.
 """
 
 from __future__ import annotations
@@ -32,7 +35,19 @@ __all__ = [
     "PodInfo",
     "UnknownFilter",
     "UnknownPod",
+    "UnknownNamespace",
     "UnknownTable",
+    "AppliedPolicy",
+    "DirectionInfo",
+    "IPBlockInfo",
+    "NamedPortInfo",
+    "PeerInfo",
+    "PodPolicies",
+    "PodRef",
+    "PolicyInfo",
+    "PolicyView",
+    "PortInfo",
+    "RuleInfo",
 ]
 
 
@@ -60,6 +75,16 @@ class UnknownPod(UnknownFilter):
     def __init__(self, ref: str) -> None:
         super().__init__(f"unknown pod {ref!r}")
         self.ref = ref
+
+
+class UnknownNamespace(UnknownFilter):
+    """A namespace the controller has seen neither as a Namespace nor in a pod."""
+
+    parameter = "namespace"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown namespace {name!r}")
+        self.name = name
 
 
 class _Frozen(BaseModel):
@@ -95,7 +120,7 @@ class NodeInfo(_Frozen):
     """This node as the controller sees it."""
 
     name: str = Field(description="Kubernetes node name")
-    mode: Literal["overlay", "routing", "underlay"]
+    mode: Literal["overlay", "routing", "underlay", "hybrid"]
     tunnel_type: Literal["vxlan", "geneve"] = Field(description="used in overlay mode")
     pod_cidrs: tuple[str, ...] = Field(description="empty while the podCIDR is unknown")
     gateway: GatewayInfo | None = Field(description="null until the gateway is set up")
@@ -129,6 +154,118 @@ class FlowInfo(_Frozen):
     cookie: HexCookie
     category: str = Field(description="cookie category, lowercase: pipeline, gateway, pod, ...")
     text: str = Field(description="ovs-ofctl style rendering with table names")
+
+
+IpProtocol = Literal["TCP", "UDP", "SCTP"]
+
+
+class PodRef(_Frozen):
+    """A pod as a policy selects it (any node of the cluster)."""
+
+    namespace: str
+    name: str
+    ips: tuple[str, ...] = Field(description="IPv4 addresses; empty = matched by no peer")
+    local: bool = Field(description="its interface is on this node")
+
+
+class IPBlockInfo(_Frozen):
+    """An ``ipBlock`` peer: ``cidr`` minus the ``except`` CIDRs."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    cidr: str
+    except_: tuple[str, ...] = Field(alias="except")
+
+
+class PeerInfo(_Frozen):
+    """One ``from``/``to`` item and the pods its selectors select now."""
+
+    pod_selector: str | None = Field(description='kubectl syntax; "" selects all; null = absent')
+    namespace_selector: str | None = Field(description="as pod_selector")
+    ip_block: IPBlockInfo | None
+    pods: tuple[PodRef, ...] = Field(description="selected pods with addresses; [] for ipBlock")
+
+
+class NamedPortInfo(_Frozen):
+    """What a named port resolves to on one destination pod."""
+
+    pod: str = Field(description="namespace/name")
+    port: int = Field(ge=1, le=65535)
+
+
+class PortInfo(_Frozen):
+    """One ``ports`` item; ``port`` null = every port of ``protocol``."""
+
+    protocol: IpProtocol
+    port: int | str | None = Field(description="number, container port name, or null")
+    end_port: int | None = Field(description="inclusive end of a port range")
+    resolved: tuple[NamedPortInfo, ...] | None = Field(
+        description="for a named port: the destination pods that have it; null otherwise"
+    )
+
+
+class RuleInfo(_Frozen):
+    """One ingress/egress rule and what it allows."""
+
+    index: int = Field(ge=0, description="position in spec.ingress / spec.egress")
+    key: str = Field(description="flow key, policy/<ns>/<name>/<direction>/<index>")
+    installed_flows: int = Field(ge=0, description="flows of this rule installed on this node")
+    peers: tuple[PeerInfo, ...] | None = Field(description="null = every peer")
+    peer_cidrs: tuple[str, ...] | None = Field(
+        description="every peer address the rule matches, merged; null = any, [] = none"
+    )
+    ports: tuple[PortInfo, ...] | None = Field(description="null = every protocol and port")
+
+
+class PolicyInfo(_Frozen):
+    """A NetworkPolicy as this node's controller compiles it."""
+
+    namespace: str
+    name: str
+    pod_selector: str = Field(description='kubectl syntax; "" selects every pod')
+    policy_types: tuple[Literal["Ingress", "Egress"], ...]
+    selected_pods: tuple[PodRef, ...] = Field(description="pods it applies to (any node)")
+    ingress: tuple[RuleInfo, ...] = Field(description="empty unless Ingress is a policy type")
+    egress: tuple[RuleInfo, ...] = Field(description="empty unless Egress is a policy type")
+    ignored: tuple[str, ...] = Field(description="rules dropped because of policyTypes")
+
+
+class AppliedPolicy(_Frozen):
+    """A policy selecting the explained pod, with its rules of one direction."""
+
+    namespace: str
+    name: str
+    rules: tuple[RuleInfo, ...] = Field(description="[] = this policy allows nothing")
+
+
+class DirectionInfo(_Frozen):
+    """One direction of one pod: isolated (default deny) or not, and by which policies."""
+
+    isolated: bool = Field(description="some policy selects the pod for this direction")
+    policies: tuple[AppliedPolicy, ...]
+
+
+class PodPolicies(_Frozen):
+    """Which policies select one pod, per direction, and what they allow."""
+
+    pod: PodRef
+    labels: dict[str, str]
+    named_ports: dict[str, str] = Field(description='container port names, e.g. "TCP/8080"')
+    isolation_flows: int = Field(ge=0, description="default-deny flows installed for it here")
+    ingress: DirectionInfo
+    egress: DirectionInfo
+
+
+@runtime_checkable
+class PolicyView(Protocol):
+    """Read-only view of the NetworkPolicies a node's controller knows."""
+
+    def policies(self, namespace: str | None) -> list[PolicyInfo]:
+        """Every policy (or only ``namespace``'s), sorted by namespace and name."""
+        ...
+
+    def pod_policies(self, namespace: str, name: str) -> PodPolicies:
+        """The policies selecting one pod; ``UnknownNamespace`` / ``UnknownPod`` if unknown."""
+        ...
 
 
 @runtime_checkable

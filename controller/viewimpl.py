@@ -7,11 +7,21 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from controller import policyview
 from controller.podwatch import PodWatcher
-from controller.reconcile import Reconciler
+from controller.reconcile import POLICY_PREFIX, Reconciler
 from controller.state import NodeState
 from controller.switch import Switch
-from controller.view import FlowInfo, GatewayInfo, NodeInfo, PodInfo, UnknownPod, UnknownTable
+from controller.view import (
+    FlowInfo,
+    GatewayInfo,
+    NodeInfo,
+    PodInfo,
+    PodPolicies,
+    PolicyInfo,
+    UnknownPod,
+    UnknownTable,
+)
 from flows import cookies, pipeline
 from flows.render import render
 from ovsdb import schema
@@ -29,7 +39,7 @@ class NodeFacts:
 
 
 class View:
-    """Implements `controller.view.ControllerView` over the running controller."""
+    """Implements `ControllerView` and `PolicyView` (controller.view) over the controller."""
 
     def __init__(
         self,
@@ -130,6 +140,21 @@ class View:
     def tables(self) -> list[str]:
         """Pipeline tables in packet order."""
         return [name for _, name in sorted(pipeline.table_names().items())]
+
+    def policies(self, namespace: str | None) -> list[PolicyInfo]:
+        """NetworkPolicies as compiled here (controller.policyview)."""
+        return policyview.policies(self.state.snapshot(), self._policy_flow_counts(), namespace)
+
+    def pod_policies(self, namespace: str, name: str) -> PodPolicies:
+        """The policies selecting one pod; raises UnknownNamespace / UnknownPod."""
+        snap = self.state.snapshot()
+        return policyview.pod_policies(snap, self._policy_flow_counts(), namespace, name)
+
+    def _policy_flow_counts(self) -> dict[str, int]:
+        # why dict(): one C-level copy of the reconciler's dict, which its thread
+        # replaces entries of while we read.
+        installed = dict(self.reconciler.installed)
+        return {k: len(v) for k, v in installed.items() if k.startswith(POLICY_PREFIX)}
 
     def health(self) -> bool:
         """True while every worker thread runs."""

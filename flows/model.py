@@ -10,8 +10,14 @@ Modes:
   (``tun0``, VXLAN or Geneve, created with ``options:remote_ip=flow`` and, if
   ``vni`` is set, ``options:key=flow``); the uplink is not on br-int.
 * ``routing`` / ``underlay`` - pod IPs are routable on the node network; br-int
-  has the uplink port and sends to the remote node's uplink MAC directly. The
-  two differ outside br-int (who routes pod CIDRs), not in flows.
+  has the uplink port and sends to the remote node's uplink MAC directly. In
+  ``underlay`` the pod CIDRs are ranges of the fabric's own subnet: the node
+  also answers the fabric's ARP for its pod CIDR (flows.node), so a fabric host
+  without Sluice reaches pods with no route of its own.
+* ``hybrid`` - both: br-int has the tunnel port and the uplink; a remote node
+  on this node's uplink subnet (``uplink_subnet``) is routed, any other node is
+  reached through the tunnel (so is a same-subnet node that has not published
+  its uplink MAC yet).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Final, Literal, get_args
 from flows import oxm
 from ovsdb import schema
 
-Mode = Literal["overlay", "routing", "underlay"]
+Mode = Literal["overlay", "routing", "underlay", "hybrid"]
 TunnelType = Literal["vxlan", "geneve"]
 MAX_VNI: Final = (1 << 24) - 1
 MAX_OFPORT: Final = 0xFFFFFF00
@@ -86,6 +92,7 @@ class NodeConfig:
     vni: int | None = None  # tun_id set on tunnelled packets; None = port's own key
     service_cidr: str | None = None
     uplink_mac: str | None = None  # MAC of the uplink port; required unless overlay
+    uplink_subnet: str | None = None  # the uplink's IPv4 subnet; required in hybrid mode
     gateway_ofport: int = schema.GATEWAY_OFPORT
     tunnel_ofport: int = schema.TUNNEL_OFPORT
     uplink_ofport: int = schema.UPLINK_OFPORT
@@ -100,6 +107,8 @@ class NodeConfig:
             _set(self, "service_cidr", _net("service_cidr", self.service_cidr))
         if self.uplink_mac is not None:
             _set(self, "uplink_mac", _mac("uplink_mac", self.uplink_mac))
+        if self.uplink_subnet is not None:
+            _set(self, "uplink_subnet", _net("uplink_subnet", self.uplink_subnet))
         self._check()
 
     def _check(self) -> None:
@@ -111,6 +120,8 @@ class NodeConfig:
             raise ValueError(f"vni: {self.vni} not in 0..{MAX_VNI}")
         if self.mode != "overlay" and self.uplink_mac is None:
             raise ValueError(f"uplink_mac: required in {self.mode} mode")
+        if self.mode == "hybrid" and self.uplink_subnet is None:
+            raise ValueError("uplink_subnet: required in hybrid mode")
         cluster = ipaddress.IPv4Network(self.cluster_cidr)
         for cidr in self.pod_cidrs:
             if not ipaddress.IPv4Network(cidr).subnet_of(cluster):
@@ -128,8 +139,21 @@ class NodeConfig:
 
     @property
     def overlay(self) -> bool:
-        """Whether inter-node pod traffic is tunnelled."""
+        """Whether all inter-node pod traffic is tunnelled (no uplink on br-int)."""
         return self.mode == "overlay"
+
+    @property
+    def tunnels(self) -> bool:
+        """Whether br-int has the tunnel port (overlay, hybrid)."""
+        return self.mode in ("overlay", "hybrid")
+
+    def routes_to(self, remote: RemoteNode) -> bool:
+        """Whether pod traffic to ``remote`` goes out of the uplink unencapsulated."""
+        if self.overlay:
+            return False
+        if self.mode != "hybrid":
+            return True
+        return remote.uplink_mac is not None and in_any(remote.node_ip, (str(self.uplink_subnet),))
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,8 @@ def pipeline_flows(node: NodeConfig, *, round_: int = 1) -> list[Flow]:
     flows = [*_miss_flows(cookie), *_infra_port_flows(node, cookie)]
     if not node.overlay:
         flows += _host_uplink_flows(node, cookie)
+    if node.mode == "underlay":
+        flows += _underlay_flows(node, cookie)
     flows += _conntrack_flows(cookie)
     out_set = fields.OUTPUT_PORT_SET.match()
     flows.append(
@@ -64,9 +66,9 @@ def _miss_flows(cookie: int) -> list[Flow]:
 
 def _infra_port_flows(node: NodeConfig, cookie: int) -> list[Flow]:
     ports = [(node.gateway_ofport, fields.FROM_GATEWAY)]
-    if node.overlay:
+    if node.tunnels:
         ports.append((node.tunnel_ofport, fields.FROM_TUNNEL))
-    else:
+    if not node.overlay:
         ports.append((node.uplink_ofport, fields.FROM_UPLINK))
     flows = []
     for ofport, mark in ports:
@@ -107,6 +109,34 @@ def _host_uplink_flows(node: NodeConfig, cookie: int) -> list[Flow]:
             cookie,
         ),
     ]
+
+
+def _underlay_flows(node: NodeConfig, cookie: int) -> list[Flow]:
+    """Underlay: pod IPs are addresses of the fabric's subnet, so fabric hosts reach them.
+
+    This node answers the fabric's ARP for its podCIDRs with its uplink MAC (the
+    fabric sees each node as the owner of its pod range). IPv4 for a local pod
+    from a fabric host that runs no Sluice goes up to the host, which routes it
+    to the pod through gw0 and sees the replies the same way back.
+    # why the detour: the pod's reply leaves through gw0 (the fabric host is no
+    # cluster destination), so the host's conntrack must see both directions or
+    # kube-proxy's INVALID drop would kill the connection; traffic from the
+    # cluster CIDR (pods of other nodes) stays on the direct path.
+    """
+    uplink = Match("in_port", node.uplink_ofport)
+    to_pipeline = (fields.FROM_UPLINK.load(), SPOOF_GUARD.goto())
+    flows = []
+    for cidr in node.pod_cidrs:
+        asks = (ARP, uplink, Match("arp_tpa", cidr), ARP_REQUEST)
+        answer = arp_reply(str(node.uplink_mac))
+        to_pod = (IP, uplink, Match("ip_dst", cidr))
+        from_pods = (*to_pod, Match("ip_src", node.cluster_cidr))
+        flows += [
+            Flow(CLASSIFIER, Priority.TOP, asks, answer, cookie),
+            Flow(CLASSIFIER, Priority.HIGH, to_pod, (Output(LOCAL),), cookie),
+            Flow(CLASSIFIER, Priority.TOP, from_pods, to_pipeline, cookie),
+        ]
+    return flows
 
 
 def _conntrack_flows(cookie: int) -> list[Flow]:
@@ -169,7 +199,23 @@ def _gateway_route_flows(node: NodeConfig, cookie: int) -> list[Flow]:
         *forward(fields.TO_GATEWAY, node.gateway_ofport),
     )
     reply = Match("ct_state", *fields.ct_state(CtState.RPL | CtState.TRK))
-    return [
+    # why: ClusterIPs exist only in the host's kube-proxy rules; steering the
+    # Service CIDR to gw0 by name keeps that true in every mode, whatever else
+    # L3Forwarding learns to route (underlay pods are fabric addresses).
+    services = (
+        [
+            Flow(
+                L3_FORWARDING,
+                Priority.NORMAL,
+                (IP, Match("ip_dst", node.service_cidr)),
+                to_gw,
+                cookie,
+            )
+        ]
+        if node.service_cidr
+        else []
+    )
+    return services + [
         Flow(L3_FORWARDING, Priority.NORMAL, (IP, Match("ip_dst", node.gateway_ip)), to_gw, cookie),
         Flow(
             L3_FORWARDING, Priority.HIGH, (IP, reply, fields.CT_FROM_GATEWAY.match()), to_gw, cookie

@@ -86,6 +86,7 @@ class Priority(enum.IntEnum):
     LOW = 100  # catch-alls: default route, cluster-wide ARP answer
     NORMAL = 200  # exact per-object flows
     HIGH = 210  # exceptions that must win over NORMAL (ct replies via the gateway)
+    TOP = 220  # exceptions to HIGH exceptions (underlay: ARP for our pods, pod-to-pod)
 
 
 def by_name(name: str) -> TableSpec:

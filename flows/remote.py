@@ -16,13 +16,16 @@ def flows_for_remote_node(remote: RemoteNode, node: NodeConfig, *, round_: int =
     Overlay: dec_ttl, ``tun_dst`` := remote node IP (and ``tun_id`` := VNI if
     configured), output to the tunnel port. Routing/underlay: dec_ttl,
     eth_src := our uplink MAC, eth_dst := the remote's uplink MAC, output to
-    the uplink. The receiving node rewrites the inner MACs for its pod.
+    the uplink. Hybrid: routed when ``node.routes_to(remote)`` (same uplink
+    subnet), else tunnelled. The receiving node rewrites the inner MACs for its pod.
 
     Raises ``ValueError`` if routing/underlay and ``remote.uplink_mac`` is unset.
     Returns flows of category REMOTE_NODE (object id = CRC-32 of the name). Pure.
     """
     cookie = cookies.make(round_, Category.REMOTE_NODE, cookies.node_object_id(remote.name))
-    actions = _overlay_actions(remote, node) if node.overlay else _routed_actions(remote, node)
+    actions = (
+        _routed_actions(remote, node) if node.routes_to(remote) else _overlay_actions(remote, node)
+    )
     return [
         Flow(L3_FORWARDING, Priority.NORMAL, (IP, Match("ip_dst", cidr)), actions, cookie)
         for cidr in remote.pod_cidrs

@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from sandbox import images, k8sbuild, netns
-from sandbox.controlplane import CP_NETNS, HOST_LINK, ControlPlane, OnStart
+from sandbox.controlplane import (
+    CP_NETNS,
+    DEFAULT_POD_NETWORK,
+    HOST_LINK,
+    LEGACY_NETNS,
+    ControlPlane,
+    OnStart,
+    PodNetwork,
+)
 from sandbox.netns import Proc
 from sandbox.node import BIND_MOUNTS, InstallCni, Node, reference_cni
 
@@ -95,10 +103,12 @@ class StateFile:
 
 
 def _up_control_plane(cp: ControlPlane, st: StateFile) -> None:
-    """Fabric netns + host link, PKI, etcd and the three masters."""
+    """Fabric netns + host link + the legacy host, PKI, etcd and the three masters."""
     st.add("netns", CP_NETNS)
     st.add("links", HOST_LINK)
+    st.add("netns", LEGACY_NETNS)
     cp.ensure_network()
+    cp.ensure_legacy_host()
     cp.ensure_pki()
     cp.ensure_running(st.procs("cp"), st.recorder("cp"))
     cp.wait_ready()
@@ -184,8 +194,14 @@ def up(
     install_cni: InstallCni = reference_cni,
     cache_dir: Path = k8sbuild.DEFAULT_CACHE_DIR,
     timeout: float = 180.0,
+    pod_network: PodNetwork = DEFAULT_POD_NETWORK,
+    far_nodes: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Bring the cluster up (idempotent); return :func:`status` plus timings.
+
+    ``pod_network`` sets the controller-manager's pod ranges (recorded; changing
+    it needs ``down`` first); nodes named in ``far_nodes`` sit on the routed
+    second subnet (see sandbox.controlplane).
 
     Side effects: see docs/sandbox.md.  With everything already running this
     only re-checks each piece (≈ 1.5 s) and returns the status.  ``timings_s``
@@ -198,12 +214,20 @@ def up(
     state_dir.chmod(0o700)
     st = StateFile(state_dir)
     st.data["bin_dir"] = str(bin_dir)
-    cp = ControlPlane(state_dir, bin_dir)
+    _record_pod_network(st, pod_network)
+    st.data["far_nodes"] = sorted(set(st.data.get("far_nodes", [])) | set(far_nodes))
+    st.save()
+    cp = ControlPlane(state_dir, bin_dir, pod_network=pod_network)
     progress("control plane (sl-cp)")
     _up_control_plane(cp, st)
     t_cp = time.monotonic()
     _save_kernel_tunables(st)
-    node_objs = [Node(f"node{i}", i, state_dir, bin_dir) for i in range(1, nodes + 1)]
+    cidr, far = pod_network.cluster_cidr, set(st.data["far_nodes"])
+    names = [f"node{i}" for i in range(1, nodes + 1)]
+    node_objs = [
+        Node(n, i, state_dir, bin_dir, cluster_cidr=cidr, far=n in far)
+        for i, n in enumerate(names, start=1)
+    ]
     ready = _up_nodes(st, cp, node_objs, install_cni, timeout)
     result = status(state_dir)
     result["timings_s"] = {
@@ -231,10 +255,32 @@ def _rss_mib(pids: list[int]) -> float:
     return round(total / 1024, 1)
 
 
+def _record_pod_network(st: StateFile, wanted: PodNetwork) -> None:
+    """Record the pod network; refuse to change it under a running cluster."""
+    recorded = recorded_pod_network(st)
+    if st.data["nodes"] and recorded != wanted:
+        raise SystemExit(
+            f"the sandbox runs with pod network {recorded.cluster_cidr}; "
+            f"{wanted.cluster_cidr} needs `sluicectl sandbox down` first"
+        )
+    st.data["pod_network"] = {"cluster_cidr": wanted.cluster_cidr, "mask": wanted.node_cidr_mask}
+    st.save()
+
+
+def recorded_pod_network(st: StateFile) -> PodNetwork:
+    """The pod network the sandbox was brought up with (the default if none is recorded)."""
+    data = st.data.get("pod_network")
+    return PodNetwork(data["cluster_cidr"], data["mask"]) if data else DEFAULT_POD_NETWORK
+
+
 def recorded_nodes(st: StateFile) -> list[Node]:
     """Node objects for every node recorded in *st*."""
     state_dir, bin_dir = Path(st.data["state_dir"]), Path(st.data.get("bin_dir", "."))
-    return [Node(n, i, state_dir, bin_dir) for n, i in sorted(st.data["nodes"].items())]
+    cidr, far = recorded_pod_network(st).cluster_cidr, set(st.data.get("far_nodes", []))
+    return [
+        Node(n, i, state_dir, bin_dir, cluster_cidr=cidr, far=n in far)
+        for n, i in sorted(st.data["nodes"].items())
+    ]
 
 
 def memory_report(st: StateFile) -> dict[str, float]:

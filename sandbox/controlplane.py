@@ -9,6 +9,13 @@ kubectl talks to the apiserver, and the only link of ours in the root netns.
 # why a real fabric IP and not a relay to the host's loopback: the apiserver
 must reach every kubelet (exec/logs) at the node's InternalIP.
 
+``sl-cp`` also routes a second subnet, 203.0.113.0/24 (203.0.113.1 on
+``sl-fabric``), for "far" nodes: a node there reaches the others only through
+that router, as across a data-centre's L3 boundary.
+
+``sl-legacy`` is a host on the fabric (198.51.100.50/24) that runs nothing of
+Kubernetes or Sluice: underlay mode shows it reaching pods directly.
+
 Processes (all in ``sl-cp``): etcd on the netns' loopback (127.0.0.1:2379,
 so it never collides with anything in the root netns), kube-apiserver on
 0.0.0.0:6443, kube-controller-manager and kube-scheduler (loopback only for
@@ -37,6 +44,32 @@ API_URL = f"https://{APISERVER_IP}:{API_PORT}"
 SERVICE_CIDR, SERVICE_IP = "10.96.0.0/16", "10.96.0.1"
 CLUSTER_CIDR, NODE_CIDR_MASK = "10.244.0.0/16", "24"
 ETCD_CLIENT, ETCD_PEER = "http://127.0.0.1:2379", "http://127.0.0.1:2380"
+LEGACY_NETNS, LEGACY_PORT, LEGACY_IP = "sl-legacy", "fab-legacy", f"{FABRIC_PREFIX}.50"
+# A second IP subnet on the same fabric, routed by sl-cp: "far" nodes live there
+# (hybrid mode tunnels to them and routes to the nodes of the first subnet).
+FAR_PREFIX = "203.0.113"
+FAR_GATEWAY = f"{FAR_PREFIX}.1"
+
+
+@dataclass(frozen=True)
+class PodNetwork:
+    """Where pod addresses come from: the cluster CIDR and each node's share (mask)."""
+
+    cluster_cidr: str = CLUSTER_CIDR
+    node_cidr_mask: str = NODE_CIDR_MASK
+
+
+# why: underlay pods are fabric addresses, so the controller-manager hands out
+# /28 ranges of the fabric's 198.51.100.128/26 (nodes and hosts keep .1-.127).
+UNDERLAY_POD_NETWORK = PodNetwork(f"{FABRIC_PREFIX}.128/26", "28")
+DEFAULT_POD_NETWORK = PodNetwork()
+
+
+def pod_network(mode: str) -> PodNetwork:
+    """The sandbox's pod network for a Sluice mode (underlay: a part of the fabric)."""
+    return UNDERLAY_POD_NETWORK if mode == "underlay" else DEFAULT_POD_NETWORK
+
+
 # why: with real kubelets the node lifecycle controller is wanted (it adds and
 # removes the not-ready taints); the notes' "*,-nodelifecycle" is for kubelet-less
 # nodes.  Override with ControlPlane(controllers="*,-nodelifecycle").
@@ -53,6 +86,7 @@ class ControlPlane:
     bin_dir: Path
     controllers: str = DEFAULT_CONTROLLERS
     verbosity: int = 1
+    pod_network: PodNetwork = DEFAULT_POD_NETWORK
 
     @property
     def pki_dir(self) -> Path:
@@ -83,6 +117,19 @@ class ControlPlane:
         netns.ensure_veth(HOST_PEER, CP_NETNS, HOST_LINK, None)
         netns.ensure_master(HOST_PEER, FABRIC_BRIDGE, CP_NETNS)
         netns.ensure_address(HOST_LINK, f"{HOST_IP}/24", None)
+        netns.ensure_address(FABRIC_BRIDGE, f"{FAR_GATEWAY}/24", CP_NETNS)
+        netns.ns_sysctl(CP_NETNS, "net.ipv4.ip_forward", "1")
+
+    def ensure_legacy_host(self) -> None:
+        """netns sl-legacy: a plain host on the fabric (LEGACY_IP/24, no route, no Sluice)."""
+        netns.ensure_netns(LEGACY_NETNS)
+        netns.ensure_veth(LEGACY_PORT, CP_NETNS, "eth0", LEGACY_NETNS)
+        netns.ensure_master(LEGACY_PORT, FABRIC_BRIDGE, CP_NETNS)
+        netns.ensure_address("eth0", f"{LEGACY_IP}/24", LEGACY_NETNS)
+        # why: a veth hands partial checksums to its peer, which a physical wire never
+        # carries; OVS's userspace datapath forwards them as they are and the nodes'
+        # kernels drop the TCP segments. A real NIC fills them in: so does this host.
+        netns.sh(["ip", "netns", "exec", LEGACY_NETNS, "ethtool", "-K", "eth0", "tx", "off"])
 
     def ensure_pki(self) -> None:
         """All control-plane certs plus kubeconfigs (admin one at admin_kubeconfig)."""
@@ -135,8 +182,9 @@ class ControlPlane:
             f"--authorization-kubeconfig={kc}",
             "--bind-address=127.0.0.1", "--port=0", "--leader-elect=false",
             f"--controllers={self.controllers}", "--use-service-account-credentials=true",
-            "--allocate-node-cidrs=true", f"--cluster-cidr={CLUSTER_CIDR}",
-            f"--node-cidr-mask-size={NODE_CIDR_MASK}", f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--allocate-node-cidrs=true", f"--cluster-cidr={self.pod_network.cluster_cidr}",
+            f"--node-cidr-mask-size={self.pod_network.node_cidr_mask}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
             f"--service-account-private-key-file={p / 'sa.key'}", f"--root-ca-file={p / 'ca.crt'}",
             f"--cluster-signing-cert-file={p / 'ca.crt'}",
             f"--cluster-signing-key-file={p / 'ca.key'}",

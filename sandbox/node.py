@@ -35,6 +35,8 @@ from sandbox.controlplane import (
     CP_NETNS,
     FABRIC_BRIDGE,
     FABRIC_PREFIX,
+    FAR_GATEWAY,
+    FAR_PREFIX,
     ControlPlane,
     OnStart,
 )
@@ -117,9 +119,11 @@ class Node:
     bin_dir: Path
     verbosity: int = 1
     pod_cidr: str | None = None
+    cluster_cidr: str = CLUSTER_CIDR  # the controller-manager's (kube-proxy's --cluster-cidr)
+    far: bool = False  # on the routed second subnet (FAR_PREFIX) instead of the fabric's
     # Derived in __post_init__ (names and paths; see the module docstring):
     netns: str = field(init=False)  # sl-NAME
-    ip: str = field(init=False)  # InternalIP on the fabric, 198.51.100.(10+i)
+    ip: str = field(init=False)  # InternalIP, 198.51.100.(10+i) (far: 203.0.113.(10+i))
     fabric_port: str = field(init=False)  # veth end on sl-fabric (in sl-cp)
     dir: Path = field(init=False)  # STATE/nodes/NAME
     mntns: Path = field(init=False)  # file pinning the private mount ns
@@ -131,7 +135,7 @@ class Node:
     def __post_init__(self) -> None:
         """Derive names and paths from name/index/state_dir."""
         self.netns = f"sl-{self.name}"
-        self.ip = f"{FABRIC_PREFIX}.{10 + self.index}"
+        self.ip = f"{FAR_PREFIX if self.far else FABRIC_PREFIX}.{10 + self.index}"
         self.fabric_port = f"fab-{self.name}"
         self.dir = self.state_dir / "nodes" / self.name
         self.mntns = self.state_dir / "mntns" / self.name
@@ -152,7 +156,7 @@ class Node:
         netns.ensure_veth(self.fabric_port, CP_NETNS, "eth0", self.netns)
         netns.ensure_master(self.fabric_port, FABRIC_BRIDGE, CP_NETNS)
         netns.ensure_address("eth0", f"{self.ip}/24", self.netns)
-        netns.ensure_default_route(APISERVER_IP, self.netns)
+        netns.ensure_default_route(FAR_GATEWAY if self.far else APISERVER_IP, self.netns)
         netns.ns_sysctl(self.netns, "net.ipv4.ip_forward", "1")
         # why: a ClusterIP answered by a pod on the same Linux bridge needs the
         # reply to pass iptables to be un-DNATed (per-netns sysctl on this kernel).
@@ -275,7 +279,7 @@ class Node:
             f"--hostname-override={self.name}",
             f"--bind-address={self.ip}",
             "--proxy-mode=iptables",
-            f"--cluster-cidr={CLUSTER_CIDR}",
+            f"--cluster-cidr={self.cluster_cidr}",
             "--conntrack-max-per-core=0",
             "--conntrack-tcp-timeout-established=0",
             "--conntrack-tcp-timeout-close-wait=0",

@@ -21,7 +21,7 @@ import yaml
 
 from cni import install
 from sandbox import netns
-from sandbox.controlplane import CLUSTER_CIDR, SERVICE_CIDR, OnStart
+from sandbox.controlplane import SERVICE_CIDR, OnStart
 from sandbox.netns import Proc
 from sandbox.node import Node
 
@@ -165,7 +165,7 @@ def write_controller_config(node: Node, kubeconfig: Path, mode: str, tunnel: str
         "tunnelType": tunnel,
         "ovsdb": f"unix:{ovs_dir(node) / 'db.sock'}",
         "kubeconfig": str(kubeconfig),
-        "clusterCIDR": CLUSTER_CIDR,
+        "clusterCIDR": node.cluster_cidr,
         "serviceCIDR": SERVICE_CIDR,
         "uplinkInterface": "eth0",
         "cni": {

@@ -22,7 +22,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +36,7 @@ from sandbox import cluster, k8sbuild, netns
 from sandbox.controlplane import CP_NETNS, ControlPlane
 from sandbox.sluice_node import SluiceCni
 from tests.e2e.kube import apply, pod_cidrs, pods
+from tests.e2e.sandboxlib import live_sandbox_pids, pids_mentioning, rest_get, wait_for
 
 pytestmark = [
     pytest.mark.e2e,
@@ -49,7 +49,6 @@ STATE_DIR = Path(
 NODES = 3
 NODE_NAMES = [f"node{i}" for i in range(1, NODES + 1)]
 REPLICAS = 6
-REST_URL = "http://127.0.0.1:9595"  # sluice-controller's REST API, inside each node netns
 IMAGE = "localhost/sluice/workload:latest"
 # why: the first packet towards a node not seen before is lost while the tunnel
 # neighbour is resolved, so each ping pair gets a few tries (1 s each).
@@ -161,23 +160,6 @@ def sh_in_pod(cp: ControlPlane, name: str, script: str, timeout: float = 60) -> 
     return kubectl(cp, "exec", name, "--", "sh", "-c", script, timeout=timeout, check=False)
 
 
-def rest_get(node: str, path: str) -> tuple[int, Any]:
-    """GET the controller's REST API from inside the node's netns: (status, JSON body)."""
-    code = (
-        "import json,sys,urllib.request,urllib.error\n"
-        "try:\n"
-        f"    r = urllib.request.urlopen({REST_URL + path!r}, timeout=3)\n"
-        "    print(r.status); print(r.read().decode())\n"
-        "except urllib.error.HTTPError as e:\n"
-        "    print(e.code); print(e.read().decode())\n"
-    )
-    out = netns.sh(
-        ["nsenter", f"--net={netns.netns_path(f'sl-{node}')}", sys.executable, "-c", code]
-    )
-    status, _, body = out.partition("\n")
-    return int(status), json.loads(body)
-
-
 def node_dir(node: str) -> Path:
     """STATE/nodes/NAME."""
     return STATE_DIR / "nodes" / node
@@ -250,46 +232,6 @@ def nat_counters(node: str, comment: str) -> int:
     return total
 
 
-def wait_for(what: str, cond: Any, timeout: float, interval: float = 0.5, fail: bool = True) -> Any:
-    """Poll *cond()* until truthy; return its value; after *timeout* s fail (or return it)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            if fail:
-                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-            return value
-        time.sleep(interval)
-
-
-def _live_sandbox_pids() -> set[int]:
-    """Every live process of the sandbox: recorded daemons, node mount-ns members, pods."""
-    st = cluster.StateFile(STATE_DIR)
-    pids = {p["pid"] for p in st.data["processes"].values()}
-    for node in cluster.recorded_nodes(st):
-        pids.update(node.daemon_pids())
-        for cg in node.cgroup_dirs():
-            pids.update(netns.pids_in_cgroup_tree(cg))
-    return {p for p in pids if netns.proc_state(p) not in (None, "Z", "X")}
-
-
-def _pids_mentioning(text: str) -> list[int]:
-    """Live pids whose command line mentions *text* (e.g. the state dir)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if text in cmdline and netns.proc_state(int(proc.name)) not in (None, "Z", "X"):
-            found.append(int(proc.name))
-    return found
-
-
 # ---------------------------------------------------------------------------- fixture
 
 
@@ -325,7 +267,7 @@ def cp() -> Iterator[ControlPlane]:
         TIMINGS["k8s_build"] = BUILD_NOTE
         yield ControlPlane(STATE_DIR, Path(result["kubectl"]).parent)
     finally:
-        pids = _live_sandbox_pids() if (STATE_DIR / "state.json").exists() else set()
+        pids = live_sandbox_pids(STATE_DIR) if (STATE_DIR / "state.json").exists() else set()
         t0 = time.monotonic()
         errors = cluster.down(STATE_DIR)
         TIMINGS["down_s"] = round(time.monotonic() - t0, 1)
@@ -333,7 +275,7 @@ def cp() -> Iterator[ControlPlane]:
         assert errors == []
         assert netns.list_netns("sl-") == []
         assert [p for p in pids if netns.proc_state(p) not in (None, "Z", "X")] == []
-        assert _pids_mentioning(str(STATE_DIR)) == []
+        assert pids_mentioning(str(STATE_DIR)) == []
         assert netns.mounts_under(STATE_DIR) == []
         assert not STATE_DIR.exists()
 

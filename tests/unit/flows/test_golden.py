@@ -49,6 +49,7 @@ GATEWAY = {
     "cookie=0x1020200000002, table=ARPResponder, priority=100,arp,reg0=0x2/0xf,arp_tpa=10.244.0.0/16,arp_op=1 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:aa:bb:cc:dd:ee:ff->eth_src,set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],set_field:aa:bb:cc:dd:ee:ff->arp_sha,move:NXM_OF_ARP_TPA[]->NXM_NX_REG2[],move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],move:NXM_NX_REG2[]->NXM_OF_ARP_SPA[],IN_PORT",
     "cookie=0x1020800000002, table=L3Forwarding, priority=210,ct_state=+rpl+trk,ct_mark=0x1/0x1,ip actions=set_field:02:00:00:00:01:01->eth_dst,load:0x2->NXM_NX_REG1[],load:0x2->NXM_NX_REG0[4..7],load:0x1->NXM_NX_REG0[8],goto_table:IngressRule",
     "cookie=0x1020800000002, table=L3Forwarding, priority=200,ip,nw_dst=10.244.1.1 actions=set_field:02:00:00:00:01:01->eth_dst,load:0x2->NXM_NX_REG1[],load:0x2->NXM_NX_REG0[4..7],load:0x1->NXM_NX_REG0[8],goto_table:IngressRule",
+    "cookie=0x1020800000002, table=L3Forwarding, priority=200,ip,nw_dst=10.96.0.0/12 actions=set_field:02:00:00:00:01:01->eth_dst,load:0x2->NXM_NX_REG1[],load:0x2->NXM_NX_REG0[4..7],load:0x1->NXM_NX_REG0[8],goto_table:IngressRule",
     "cookie=0x1020800000002, table=L3Forwarding, priority=100,ip,reg0=0x3/0xf actions=set_field:02:00:00:00:01:01->eth_dst,load:0x2->NXM_NX_REG1[],load:0x2->NXM_NX_REG0[4..7],load:0x1->NXM_NX_REG0[8],goto_table:IngressRule",
 }
 POD_A_FLOWS = {
