@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from functools import lru_cache
+from typing import Final, NamedTuple, cast
 
 from flows import cookies, oxm, pipeline
 from flows.oxm import FieldValue
@@ -181,6 +182,21 @@ class Flow:
         _check_actions(self)
         _check_action_prerequisites(self)
 
+    def __hash__(self) -> int:
+        # why: the dataclass hash re-hashes the table spec (enums included) and
+        # every action on each set or dict operation. Equal flows have equal
+        # table, priority, match and cookie, so hashing those is enough, and a
+        # frozen flow's hash can be kept.
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash((self.table.table_id, self.priority, self.match, self.cookie))
+            self.__dict__["_hash"] = cached
+        return cached
+
+    def __getstate__(self) -> dict[str, object]:
+        # why: the cached hash (str hashes are salted per process) and bytes stay behind
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
     @property
     def identity(self) -> tuple[str, int, tuple[Match, ...]]:
         """``(table name, priority, match)``: what OpenFlow treats as the same flow."""
@@ -190,19 +206,43 @@ class Flow:
         """Return the match items keyed by field name."""
         return {m.field: m for m in self.match}
 
+    @property
+    def oxm_match(self) -> bytes:
+        """``match`` as OpenFlow OXM TLVs (``oxm.encode_match``), encoded once per flow."""
+        # why: every flow-mod of this flow (add, modify, delete, recookie) carries
+        # it; a plain dict slot because functools.cached_property takes a lock.
+        cached: bytes | None = self.__dict__.get("_oxm_match")
+        if cached is None:
+            cached = self.__dict__["_oxm_match"] = oxm.encode_match(self.match)
+        return cached
+
 
 def normalize_match(items: Iterable[Match]) -> tuple[Match, ...]:
     """Normalize match items and sort them into ovs-ofctl print order.
 
     Raises ``ValueError`` for an unknown field, a bad value or a repeated field.
     """
-    out: dict[str, Match] = {}
+    out: dict[str, tuple[int, Match]] = {}
     for item in items:
-        m = Match(*item)
+        m = item if type(item) is Match else Match(*item)
         if m.field in out:
             raise ValueError(f"match: field {m.field} given twice")
-        out[m.field] = Match(m.field, *oxm.normalize(m.field, m.value, m.mask))
-    return tuple(sorted(out.values(), key=lambda m: oxm.info(m.field).order))
+        try:
+            out[m.field] = _normalized(m.field, m.value, m.mask)
+        except TypeError:  # an unhashable value: let normalize name the problem
+            norm = Match(m.field, *oxm.normalize(m.field, m.value, m.mask))
+            out[m.field] = (oxm.info(m.field).order, norm)
+    # why: (print order, item) pairs sort without a key function; orders are unique
+    return tuple([m for _order, m in sorted(out.values())])
+
+
+@lru_cache(maxsize=1 << 14, typed=True)
+def _normalized(
+    field: str, value: oxm.FieldValue, mask: oxm.FieldValue | None
+) -> tuple[int, Match]:
+    # why: builders repeat the same few values (eth_type, marks, each pod's
+    # address) across many flows; normalizing each once halves building a flow.
+    return oxm.info(field).order, Match(field, *oxm.normalize(field, value, mask))
 
 
 def _check_numbers(flow: Flow) -> None:
@@ -218,42 +258,69 @@ def _check_prerequisites(match: tuple[Match, ...]) -> None:
     # why: OVS rejects e.g. nw_dst without ip; catching it here names the builder.
     fields = {m.field: m.value for m in match}
     for name in fields:
-        info = oxm.info(name)
+        info = oxm.FIELDS[name]  # normalize_match has rejected unknown names
         if info.eth_type is not None and fields.get("eth_type") != info.eth_type:
             raise ValueError(f"match on {name} needs eth_type={info.eth_type:#06x}")
         if info.ip_proto is not None and fields.get("ip_proto") != info.ip_proto:
             raise ValueError(f"match on {name} needs ip_proto={info.ip_proto}")
 
 
+def _declared(spec: TableSpec) -> bool:
+    # why: flows hold the declared spec objects themselves; comparing whole
+    # specs field by field for every flow showed up in profiles.
+    tables = pipeline.TABLES
+    if spec.table_id < len(tables) and tables[spec.table_id] is spec:
+        return True
+    return pipeline.is_declared(spec)
+
+
 def _check_actions(flow: Flow) -> None:
-    if not pipeline.is_declared(flow.table):
-        raise PipelineError(f"table {flow.table.name!r} is not declared in flows/pipeline.py")
-    for index, action in enumerate(flow.actions):
-        if isinstance(action, Goto) and index != len(flow.actions) - 1:
-            raise PipelineError(f"{flow.table.name}: goto_table must be the last action")
-        target = action.table if isinstance(action, Goto | Ct) else None
-        if target is not None and not (pipeline.is_declared(target) and flow.table.allows(target)):
+    # why: `type(a) is X` rather than isinstance: the action classes are final and
+    # these checks run for every flow built (isinstance on unions is slow).
+    table, actions = flow.table, flow.actions
+    if not _declared(table):
+        raise PipelineError(f"table {table.name!r} is not declared in flows/pipeline.py")
+    conj = 0
+    for index, action in enumerate(actions):
+        kind = type(action)
+        if kind is Conjunction:
+            conj += 1
+            continue
+        if kind is Goto:
+            if index != len(actions) - 1:
+                raise PipelineError(f"{table.name}: goto_table must be the last action")
+        elif kind is not Ct:
+            continue
+        target = cast(Goto | Ct, action).table
+        if target is not None and not (_declared(target) and table.allows(target)):
             raise PipelineError(
-                f"{flow.table.name}: jump to {target.name!r} not in its next tables "
-                f"{list(flow.table.next_names)}"
+                f"{table.name}: jump to {target.name!r} not in its next tables "
+                f"{list(table.next_names)}"
             )
-    conj = [a for a in flow.actions if isinstance(a, Conjunction)]
-    if conj and len(conj) != len(flow.actions):
+    if conj and conj != len(actions):
         raise ValueError("conjunction actions cannot be mixed with other actions")
 
 
 def _check_action_prerequisites(flow: Flow) -> None:
     # why: OVS refuses a flow whose actions touch fields its match does not
     # guarantee (e.g. set_field arp_op without arp, ct without ip).
-    eth_type = flow.matches().get("eth_type")
-    have = eth_type.value if eth_type else None
+    if not flow.actions:
+        return
+    have = None
+    for m in flow.match:
+        if m.field == "eth_type":
+            have = m.value
     for action in flow.actions:
-        if isinstance(action, Ct) and have != oxm.ETH_TYPE_IP:
+        kind = type(action)
+        if kind is Ct and have != oxm.ETH_TYPE_IP:
             raise ValueError(f"{flow.table.name}: ct() needs an ip match")
-        for name in _touched_fields(action):
-            need = oxm.info(name).eth_type
-            if need is not None and have != need:
-                raise ValueError(f"{flow.table.name}: writing {name} needs eth_type={need:#06x}")
+        if kind is SetField or kind is Move:
+            for name in _touched_fields(action):
+                need = oxm.FIELDS[name].eth_type
+                if need is not None and have != need:
+                    raise ValueError(
+                        f"{flow.table.name}: writing {name} needs eth_type={need:#06x}"
+                    )
 
 
 def _touched_fields(action: Action) -> tuple[str, ...]:
