@@ -7,7 +7,7 @@ APT_PACKAGES := openvswitch-switch openvswitch-common containernetworking-plugin
 	ethtool iptables iperf3 tcpdump procps util-linux iputils-ping curl
 PYTEST_ARGS ?=
 
-.PHONY: deps apt venv lint typecheck test unit functional integration e2e demo bench clean
+.PHONY: deps apt venv cni-shim lint typecheck test unit functional integration e2e demo bench clean
 
 deps: apt venv
 
@@ -27,6 +27,16 @@ $(VENV)/.installed: pyproject.toml
 	$(VPY) -m pip install -q --upgrade pip >/dev/null
 	$(VPY) -m pip install -q -e '.[dev]'
 	touch $@
+
+# The native CNI binary (cni/shim.c, docs/cni.md). Static when the C library allows it, so
+# the same file runs on any Linux host; `python -m cni.install --native build/cni/sluice`
+# installs it and falls back to the Python shim when it is missing or does not run.
+SHIM_CFLAGS ?= -O2 -std=c11 -Wall -Wextra -Werror
+build/cni/sluice: cni/shim.c
+	@mkdir -p $(@D)
+	$(CC) $(SHIM_CFLAGS) -static -o $@ $< 2>/dev/null || $(CC) $(SHIM_CFLAGS) -o $@ $<
+
+cni-shim: build/cni/sluice
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -7,6 +7,11 @@ containernetworking-plugins. ``--quick`` runs tiny sizes (the smoke test);
 editing bench/analysis.md) without running anything.
 Everything a benchmark makes lives in ``slb-*`` namespaces and a temporary
 work directory, and is removed afterwards, also on failure or SIGTERM.
+``resources`` also needs etcd and the kube-apiserver built by ``python -m
+sandbox.k8sbuild``; its control plane lives in an ``slr-*`` namespace with
+etcd's data in /dev/shm/slr-etcd-*, both removed the same way.
+``netready`` instead brings up its own sandbox cluster (``sl-*``, the Kubernetes
+build in /var/cache/sluice) under /tmp/sluice-sandbox.lock and downs it after.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ BENCHMARKS = {
     "flows": "bench.flowprog",
     "datapath": "bench.datapath",
     "learn": "bench.learn",
+    "resources": "bench.resources",
+    "netready": "bench.netready",
 }
 
 

@@ -179,7 +179,8 @@ def run(workdir: Path, quick: bool = False) -> dict[str, Any]:
         stack.callback(sluice.stop)
         ref.start()
         sluice.start()
-        data = {"version": version_cost([ref, sluice], n_seq)}
+        data: dict[str, Any] = {"shim": sluice.shim}
+        data["version"] = version_cost([ref, sluice], n_seq)
         data["seq"] = sequential([ref, sluice], pool, n_seq)
         check_reference(ref)
         data["burst"] = bursts(ref, sluice, pool, n_burst)
@@ -204,6 +205,7 @@ def report(data: dict[str, Any], n_seq: int, n_burst: int) -> dict[str, Any]:
             "concurrency": CONCURRENCY,
             "pod_cidr_prefix": 21,
             "reference": "Debian containernetworking-plugins bridge (cni0) + host-local",
+            "sluice_shim": data["shim"],
         },
         "tables": [
             {

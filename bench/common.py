@@ -22,6 +22,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = "slb-"
+# why a second prefix: the resources benchmark's control plane lives in ``slr-*``,
+# so the other benchmarks' leak checks (slb-*) never see it while both run.
+PREFIXES = (PREFIX, "slr-")
 CLONE_NEWNET = 0x40000000
 TOOL_PATH = os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
 
@@ -39,26 +42,28 @@ def in_ns(ns: str, *argv: str, check: bool = True, timeout: float = 60.0) -> str
     return sh("ip", "netns", "exec", ns, *argv, check=check, timeout=timeout)
 
 
-def new_netns(tag: str) -> str:
-    """Create ``slb-<tag>-<hex>`` with lo up; return its name (the caller deletes it)."""
-    name = f"{PREFIX}{tag}-{secrets.token_hex(3)}"
+def new_netns(tag: str, prefix: str = PREFIX) -> str:
+    """Create ``<prefix><tag>-<hex>`` with lo up; return its name (the caller deletes it)."""
+    if prefix not in PREFIXES:
+        raise ValueError(f"netns prefix {prefix!r} is not one of {PREFIXES}")
+    name = f"{prefix}{tag}-{secrets.token_hex(3)}"
     sh("ip", "netns", "add", name)
     sh("ip", "-n", name, "link", "set", "lo", "up")
     return name
 
 
 def del_netns(name: str) -> None:
-    """Delete a netns made here (never anything outside ``slb-*``)."""
-    if not name.startswith(PREFIX):
+    """Delete a netns made here (never anything outside ``slb-*``/``slr-*``)."""
+    if not name.startswith(PREFIXES):
         raise ValueError(f"refusing to delete netns {name!r}: not ours")
     if Path("/run/netns", name).exists():
         sh("ip", "netns", "del", name, check=False)
 
 
 @contextmanager
-def netns(tag: str) -> Iterator[str]:
-    """A fresh ``slb-*`` netns, removed afterwards."""
-    name = new_netns(tag)
+def netns(tag: str, prefix: str = PREFIX) -> Iterator[str]:
+    """A fresh ``<prefix>*`` netns, removed afterwards."""
+    name = new_netns(tag, prefix)
     try:
         yield name
     finally:

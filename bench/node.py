@@ -138,8 +138,13 @@ class SluiceNode(PluginNode):
 
     @property
     def binary(self) -> Path:
-        """The shim installed by ``cni.install``."""
+        """The shim installed by ``cni.install`` (native when it can be built here)."""
         return self.workdir / "bin" / "sluice"
+
+    @property
+    def shim(self) -> str:
+        """Which shim is installed: "native" or "python"."""
+        return install.shim_kind(self.binary)
 
     @property
     def socket(self) -> Path:
@@ -183,7 +188,7 @@ class SluiceNode(PluginNode):
         super().start()
         try:
             self.ovs = OvsInstance(self.workdir / "ovs", self.ns, self.userspace_tso).start()
-            install.install_binary(self.workdir / "bin", sys.executable)
+            install.install_binary(self.workdir / "bin", sys.executable, install.build_native())
             cfg = self.workdir / "controller.yaml"
             cfg.write_text(yaml.safe_dump(self.controller_config()))
             self._start_controller(cfg)

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import TOOL_PATH
+from sandbox.k8sbuild import DEFAULT_CACHE_DIR
 
 ANALYSIS_FILE = Path(__file__).with_name("analysis.md")
+KUBE_APISERVER = DEFAULT_CACHE_DIR / "bin" / "kube-apiserver"
 
 
 def _first_line(*argv: str) -> str:
@@ -44,6 +46,8 @@ def machine() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "cni_plugins": _first_line("dpkg-query", "-W", "containernetworking-plugins"),
         "iperf3": _first_line("iperf3", "--version"),
+        "kube_apiserver": _first_line(str(KUBE_APISERVER), "--version"),
+        "etcd": _first_line("etcd", "--version"),
     }
 
 

@@ -34,7 +34,7 @@ def check(args: CmdArgs, conf: NetConf, node: NodeNetwork, host: IPRoute, ovs: P
         _check_routes(pod, link, prev, args.ifname)
         if node.tx_checksum_off and pod.tx_checksum(args.ifname):
             _fail(f"TX checksum offload is on for {args.ifname}; the netdev datapath needs it off")
-    _check_port(args, host, ovs)
+    _check_port(args, node, host, ovs)
     ipam.run_ipam("CHECK", effective_netconf(conf, node), args.env, args.path)
 
 
@@ -59,12 +59,18 @@ def _check_routes(pod: netns.PodNetns, link: int, prev: Result, ifname: str) -> 
             _fail(f"route to {route.dst} via {route.gw} is missing on {ifname}")
 
 
-def _check_port(args: CmdArgs, host: IPRoute, ovs: PortStore) -> None:
+def _check_port(args: CmdArgs, node: NodeNetwork, host: IPRoute, ovs: PortStore) -> None:
     port = ovs.find_pod_port(args.container_id, args.ifname)
+    if port is not None and not port.ofport:
+        # why: ADD returns before ovs-vswitchd attached the port; judge it once
+        # vswitchd caught up with everything committed so far.
+        ovs.wait_vswitchd(node.ovsdb_timeout)
+        port = ovs.find_pod_port(args.container_id, args.ifname)
     if port is None:
         _fail(f"no OVS port for container {args.container_id} interface {args.ifname}")
     if not port.ofport or port.ofport < 0:
-        _fail(f"OVS port {port.name} has no ofport ({port.ofport})")
+        reason = f": {port.error}" if port.error else ""
+        _fail(f"OVS port {port.name} has no ofport ({port.ofport}){reason}")
     expected = host_ifname(args.container_id, args.ifname, PodIdentity.from_args(args.args).name)
     if port.name != expected:
         _fail(f"OVS port is {port.name}, expected {expected}")

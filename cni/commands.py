@@ -10,17 +10,18 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
-from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from cni import ipam, netns
+from cni import ipam, netns, rtnl
 from cni.config import NetConf
 from cni.node import NodeNetwork, PodIdentity, host_ifname, link_alias
 from cni.ports import PortStore
+from cni.rtnl import Rtnl
 from cni.skel import CmdArgs
 from cni.types import (
     ERR_IFNAME_EXISTS,
@@ -82,27 +83,33 @@ def effective_netconf(conf: NetConf, node: NodeNetwork) -> dict[str, Any]:
     return raw
 
 
-def add(args: CmdArgs, conf: NetConf, node: NodeNetwork, host: IPRoute, ovs: PortStore) -> Result:
-    """Plug the container in; return the result (chained after any prevResult)."""
+def add(args: CmdArgs, conf: NetConf, node: NodeNetwork, host: Rtnl, ovs: PortStore) -> Result:
+    """Plug the container in; return the result (chained after any prevResult).
+
+    The IPAM delegate runs while the veth is made (they do not depend on each
+    other); addresses, routes and the OVS port follow once the lease is known.
+    A failure undoes what was done, in reverse order.
+    """
     netconf = effective_netconf(conf, node)
     pod_id = PodIdentity.from_args(args.args)
     mtu = conf.mtu or node.mtu
+    name = host_ifname(args.container_id, args.ifname, pod_id.name)
     with open_pod_netns(args.netns) as pod, rollback_on_error() as undo:
         if pod.link_index(args.ifname) is not None:
             raise CniError(
                 ERR_IFNAME_EXISTS, f"interface {args.ifname} already exists in {args.netns}"
             )
-        ipam_result = ipam.run_ipam("ADD", netconf, args.env, args.path)
-        assert ipam_result is not None
-        undo.push("ipam release", lambda: ipam.run_ipam("DEL", netconf, args.env, args.path))
-        name = host_ifname(args.container_id, args.ifname, pod_id.name)
+        lease = _DELEGATES.submit(ipam.run_ipam, "ADD", netconf, args.env, args.path)
+        undo.push("ipam release", partial(_release_if_leased, lease, netconf, args))
         veth = _netlink(
             "create veth",
             lambda: netns.ensure_veth(
                 host, pod, name, args.ifname, mtu, link_alias(args.container_id, args.ifname)
             ),
         )
-        undo.push("delete veth", lambda: netns.del_link_if_exists(host, name))
+        undo.push("delete veth", lambda: rtnl.del_link(host, name))
+        ipam_result = lease.result()
+        assert ipam_result is not None
         routes = _routes(ipam_result)
         _netlink(
             "configure pod interface", lambda: _configure(pod, veth, ipam_result, routes, node)
@@ -111,6 +118,20 @@ def add(args: CmdArgs, conf: NetConf, node: NodeNetwork, host: IPRoute, ovs: Por
         _ovs("add port", lambda: ovs.add_pod_port(node.bridge, name, ext_ids, node.ovsdb_timeout))
         undo.push("delete port", lambda: ovs.del_port(name, if_exists=True))
         return _result(conf, veth, args.netns, ipam_result, routes, mtu)
+
+
+# why: the IPAM delegate is a child process; running it on a pool thread lets the
+# request thread make the veth meanwhile. Requests (not pool threads) wait on it,
+# so a saturated pool only queues delegates.
+_DELEGATES = ThreadPoolExecutor(max_workers=16, thread_name_prefix="cni-ipam")
+
+
+def _release_if_leased(
+    lease: Future[Result | None], netconf: dict[str, Any], args: CmdArgs
+) -> None:
+    """Undo of the IPAM ADD: wait for it, and release what it handed out."""
+    if lease.exception() is None:
+        ipam.run_ipam("DEL", netconf, args.env, args.path)
 
 
 def _configure(
@@ -204,8 +225,12 @@ def _ovs(what: str, fn: Callable[[], Any]) -> Any:
         raise CniError(ERR_OVS, f"ovsdb: {what} failed", str(exc)) from exc
 
 
-def delete(args: CmdArgs, conf: NetConf, node: NodeNetwork, host: IPRoute, ovs: PortStore) -> None:
-    """Remove port, veth and lease; succeed for whatever is already gone."""
+def delete(args: CmdArgs, conf: NetConf, node: NodeNetwork, host: Rtnl, ovs: PortStore) -> None:
+    """Remove port, veth and lease; succeed for whatever is already gone.
+
+    # why: the lease goes last, so its address cannot be handed to a new pod while
+    # the controller still has flows for this one.
+    """
     errors: list[str] = []
     port = _try(errors, "find port", lambda: ovs.find_pod_port(args.container_id, args.ifname))
     pod_id = PodIdentity.from_args(args.args)
@@ -214,7 +239,7 @@ def delete(args: CmdArgs, conf: NetConf, node: NodeNetwork, host: IPRoute, ovs: 
         names.add(port.name)
     for name in sorted(names):
         _try(errors, f"delete port {name}", partial(ovs.del_port, name, if_exists=True))
-        _try(errors, f"delete veth {name}", partial(netns.del_link_if_exists, host, name))
+        _try(errors, f"delete veth {name}", partial(rtnl.del_link, host, name))
     if conf.ipam or node.pod_cidrs:
         netconf = effective_netconf(conf, node)
         _try(errors, "ipam release", lambda: ipam.run_ipam("DEL", netconf, args.env, args.path))

@@ -7,10 +7,14 @@ uses host-local on the node's podCIDR (`default_ipam`).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
+import select
+import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -96,26 +100,107 @@ def run_ipam(
     conf.pop("prevResult", None)
     child_env = dict(env)
     child_env["CNI_COMMAND"] = command
-    proc = subprocess.run(
-        [str(binary)],
-        input=json.dumps(conf).encode(),
-        env=child_env,
-        capture_output=True,
-        timeout=_TIMEOUT,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise _delegate_error(ipam["type"], command, proc.stdout, proc.stderr)
+    try:
+        rc, stdout, stderr = run_delegate(str(binary), json.dumps(conf).encode(), child_env)
+    except TimeoutError as exc:
+        raise CniError(ERR_IPAM, f"ipam plugin {ipam['type']} {command}: {exc}") from exc
+    if rc != 0:
+        raise _delegate_error(ipam["type"], command, stdout, stderr)
     if command != "ADD":
         return None
     try:
-        data = json.loads(proc.stdout)
+        data = json.loads(stdout)
     except ValueError as exc:
         raise CniError(ERR_IPAM, f"ipam plugin {ipam['type']} returned invalid JSON") from exc
     result = parse_result(data, f"{ipam['type']} result")
     if not result.ips:
         raise CniError(ERR_IPAM, f"ipam plugin {ipam['type']} returned no IP")
     return result
+
+
+def run_delegate(
+    binary: str, stdin: bytes, env: Mapping[str, str], timeout: float = _TIMEOUT
+) -> tuple[int, bytes, bytes]:
+    """Run `binary` with `env` and `stdin`; return (exit status, stdout, stderr).
+
+    Raises TimeoutError (after killing it) when it runs longer than `timeout`.
+
+    # why: subprocess.run's communicate() loop wakes up, and takes the interpreter
+    # lock, for every step; inside the controller each wakeup can wait for its
+    # other threads. Here stdin is written at once, stderr goes to a memory file
+    # read at the end, and only stdout is read as it comes.
+    """
+    deadline = time.monotonic() + timeout
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    err = os.memfd_create("cni-delegate-stderr", os.MFD_CLOEXEC)
+    try:
+        actions = [(os.POSIX_SPAWN_DUP2, in_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1)]
+        actions.append((os.POSIX_SPAWN_DUP2, err, 2))
+        pid = os.posix_spawn(binary, [binary], dict(env), file_actions=actions)
+    except BaseException:
+        for fd in (in_w, out_r, err):
+            os.close(fd)
+        raise
+    finally:
+        os.close(in_r)
+        os.close(out_w)
+    try:
+        stdout = _exchange(in_w, stdin, out_r, deadline, pid)
+        status = os.waitpid(pid, 0)[1]
+        return os.waitstatus_to_exitcode(status), stdout, os.pread(err, 65536, 0)
+    finally:
+        os.close(out_r)
+        os.close(err)
+
+
+def _exchange(in_w: int, data: bytes, out_r: int, deadline: float, pid: int) -> bytes:
+    """Write `data` to `in_w` (closing it when done) while reading `out_r` to EOF.
+
+    Kills `pid` and raises TimeoutError past `deadline`. A configuration fits in
+    the pipe, so the write normally completes at once, before the first read.
+    """
+    os.set_blocking(in_w, False)
+    poller = select.poll()
+    poller.register(out_r, select.POLLIN)
+    todo, writing = memoryview(data), True
+    chunks: list[bytes] = []
+    try:
+        while True:
+            if writing:
+                todo, writing = _write_some(in_w, todo)
+                if writing:
+                    poller.register(in_w, select.POLLOUT)
+                else:
+                    with contextlib.suppress(KeyError):
+                        poller.unregister(in_w)
+                    os.close(in_w)
+            left = deadline - time.monotonic()
+            events = dict(poller.poll(left * 1000)) if left > 0 else {}
+            if not events:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise TimeoutError("no answer in time, killed")
+            if out_r in events:
+                chunk = os.read(out_r, 65536)
+                if not chunk:
+                    return b"".join(chunks)
+                chunks.append(chunk)
+    finally:
+        if writing:
+            os.close(in_w)
+
+
+def _write_some(fd: int, todo: memoryview) -> tuple[memoryview, bool]:
+    """Write what the pipe takes now; (the rest, whether there is more to write)."""
+    try:
+        while todo:
+            todo = todo[os.write(fd, todo) :]
+    except BlockingIOError:
+        return todo, True
+    except BrokenPipeError:
+        pass  # the delegate did not read its input; its answer says why
+    return todo[:0], False
 
 
 def _delegate_error(name: str, command: str, stdout: bytes, stderr: bytes) -> CniError:

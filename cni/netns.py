@@ -4,6 +4,9 @@
 # We switch only the *calling thread* into the pod's namespace (setns affects one
 # thread), create the sockets, and switch straight back. Each CNI request runs on
 # its own short-lived server thread, so no other work ever sees a foreign netns.
+
+ADD and DEL go through `cni.rtnl` (a few raw requests); CHECK, GC and the
+controller's node set-up read links, addresses and routes with pyroute2.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from typing import TypedDict
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+
+from cni import rtnl
+from cni.rtnl import Rtnl, RtnlError
 
 _CLONE_NEWNET = 0x40000000
 _SIOCETHTOOL = 0x8946
@@ -48,10 +54,19 @@ def entered(path: str) -> Iterator[None]:
         target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError as exc:
         raise NetnsMissing(path) from exc
+    try:
+        with _inside(target, path):
+            yield
+    finally:
+        os.close(target)
+
+
+@contextlib.contextmanager
+def _inside(fd: int, path: str) -> Iterator[None]:
     original = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         try:
-            _setns(target)
+            _setns(fd)
         except OSError as exc:
             raise NetnsMissing(f"{path}: {exc}") from exc
         try:
@@ -59,27 +74,45 @@ def entered(path: str) -> Iterator[None]:
         finally:
             _setns(original)
     finally:
-        os.close(target)
         os.close(original)
 
 
 class PodNetns:
-    """An open pod network namespace: a netlink socket and an ioctl socket in it."""
+    """An open pod network namespace: netlink and ioctl sockets in it.
+
+    `rt` is the raw netlink socket ADD uses; `ipr` (pyroute2, for CHECK's
+    queries) is opened on first use.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.fd = -1
+        self._ipr: IPRoute | None = None
         try:
             self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise NetnsMissing(path) from exc
-        with entered(path):
-            self.ipr = IPRoute()
-            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            with _inside(self.fd, path):
+                self.rt = Rtnl()
+                self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    @property
+    def ipr(self) -> IPRoute:
+        """A pyroute2 socket inside this netns."""
+        if self._ipr is None:
+            with _inside(self.fd, self.path):
+                self._ipr = IPRoute()
+        return self._ipr
 
     def close(self) -> None:
         """Close the sockets and the namespace fd."""
-        self.ipr.close()
+        if self._ipr is not None:
+            self._ipr.close()
+        self.rt.close()
         self.sock.close()
         os.close(self.fd)
 
@@ -91,7 +124,8 @@ class PodNetns:
 
     def link_index(self, name: str) -> int | None:
         """Index of link `name` in this netns, or None."""
-        return link_index(self.ipr, name)
+        link = rtnl.get_link(self.rt, name)
+        return link.index if link is not None else None
 
     def set_tx_checksum(self, ifname: str, enabled: bool) -> None:
         """Turn TX checksum offload of `ifname` on or off (ethtool -K IF tx on|off)."""
@@ -144,35 +178,35 @@ class VethPair:
 
 
 def ensure_veth(
-    host: IPRoute, pod: PodNetns, host_name: str, peer_name: str, mtu: int, alias: str
+    host: Rtnl, pod: PodNetns, host_name: str, peer_name: str, mtu: int, alias: str
 ) -> VethPair:
     """Create a veth with `peer_name` inside the pod netns; replaces a stale host end.
 
     A host link called `host_name` can only be a leftover of an earlier attempt for
     the same container and interface (the name is derived from them), so it is
-    removed first. The peer name must not exist in the pod (the caller checks).
+    removed when the name is taken. The peer name must not exist in the pod (the
+    caller checks). The host end comes up isolated from the host's IP stack.
     """
-    del_link_if_exists(host, host_name)
-    host.link(
-        "add",
-        ifname=host_name,
-        kind="veth",
-        mtu=mtu,
-        peer={"ifname": peer_name, "net_ns_fd": pod.fd, "mtu": mtu},
-    )
-    host_index = link_index(host, host_name)
-    peer_index = pod.link_index(peer_name)
-    if host_index is None or peer_index is None:
+    try:
+        rtnl.add_veth(host, host_name, peer_name, mtu, pod.fd)
+    except RtnlError as exc:
+        if exc.errno != errno.EEXIST:
+            raise
+        rtnl.del_link(host, host_name)
+        rtnl.add_veth(host, host_name, peer_name, mtu, pod.fd)
+    host_link = rtnl.get_link(host, host_name)
+    peer_link = rtnl.get_link(pod.rt, peer_name)
+    if host_link is None or peer_link is None:
         raise RuntimeError(f"veth {host_name}/{peer_name} vanished right after creation")
     isolate_host_end(host_name)
-    host.link("set", index=host_index, ifalias=alias, state="up")
+    host.transact([rtnl.set_up(host_link.index, alias)])
     return VethPair(
         host_name=host_name,
-        host_index=host_index,
-        host_mac=_mac(host, host_index),
+        host_index=host_link.index,
+        host_mac=host_link.mac,
         peer_name=peer_name,
-        peer_index=peer_index,
-        peer_mac=_mac(pod.ipr, peer_index),
+        peer_index=peer_link.index,
+        peer_mac=peer_link.mac,
     )
 
 
@@ -196,10 +230,6 @@ def isolate_host_end(name: str) -> None:
                 raise
 
 
-def _mac(ipr: IPRoute, index: int) -> str:
-    return str(ipr.get_links(index)[0].get_attr("IFLA_ADDRESS"))
-
-
 Address = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -211,18 +241,11 @@ def configure_pod_interface(
     addresses: Sequence[Address],
     routes: Sequence[tuple[Network, IPAddr | None]],
 ) -> None:
-    """Bring the pod interface and lo up, add addresses, then routes."""
-    lo = pod.link_index("lo")
-    if lo is not None:
-        pod.ipr.link("set", index=lo, state="up")
-    pod.ipr.link("set", index=index, state="up")
-    for addr in addresses:
-        pod.ipr.addr("add", index=index, address=str(addr.ip), prefixlen=addr.network.prefixlen)
-    for dst, gw in routes:
-        kwargs = {"dst": str(dst), "oif": index}
-        if gw is not None:
-            kwargs["gateway"] = str(gw)
-        pod.ipr.route("add", **kwargs)
+    """Bring lo and the pod interface up, add addresses, then routes (one datagram)."""
+    requests = [rtnl.set_up_by_name("lo"), rtnl.set_up(index)]
+    requests += [rtnl.add_address(index, addr) for addr in addresses]
+    requests += [rtnl.add_route(index, dst, gw) for dst, gw in routes]
+    pod.rt.transact(requests)
 
 
 def link_addresses(ipr: IPRoute, index: int) -> set[Address]:

@@ -18,7 +18,8 @@ class PortStore(Protocol):
 
     def add_pod_port(
         self, bridge: str, name: str, external_ids: dict[str, str], timeout: float
-    ) -> int: ...
+    ) -> None: ...
+    def wait_vswitchd(self, timeout: float) -> bool: ...
     def del_port(self, name: str, if_exists: bool = True) -> None: ...
     def find_pod_port(self, container_id: str, if_name: str) -> PortRecord | None: ...
     def pod_ports(self) -> list[PortRecord]: ...
@@ -34,9 +35,18 @@ class OvsdbPortStore:
 
     def add_pod_port(
         self, bridge: str, name: str, external_ids: dict[str, str], timeout: float
-    ) -> int:
-        """Add the pod's port in one transaction; return its ofport."""
-        return ports.add_pod_port(self.client, bridge, name, external_ids, timeout=timeout)
+    ) -> None:
+        """Commit the pod's port in one transaction; ovs-vswitchd attaches it afterwards.
+
+        # why: waiting for vswitchd's ofport cost several ms per ADD (more on a busy
+        # node) and nothing in the result needs it; the controller learns the port
+        # from its row once vswitchd numbered it. CHECK waits before judging it.
+        """
+        ports.commit_pod_port(self.client, bridge, name, external_ids, timeout=timeout)
+
+    def wait_vswitchd(self, timeout: float) -> bool:
+        """Wait until ovs-vswitchd applied everything committed so far."""
+        return self.client.wait_vswitchd(timeout)
 
     def del_port(self, name: str, if_exists: bool = True) -> None:
         """Delete port `name` (no error when absent and `if_exists`)."""

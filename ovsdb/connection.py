@@ -1,11 +1,12 @@
 """OvsdbClient: one IDL owner thread over the Open_vSwitch database (ovsdbapp).
 
 Threading model
-    ovsdbapp's ``Connection`` runs one thread that owns the python-ovs IDL: it
-    runs ``idl.run()``, commits queued transactions one at a time and waits for
-    ovs-vswitchd to apply each one (``next_cfg``/``cur_cfg``). Every other thread
-    only queues transactions (``transaction()``) or reads the replica under the
-    connection lock (``cache()``).
+    ovsdbapp's ``Connection`` runs one thread that owns the python-ovs IDL
+    (``ovsdb.replica``): it runs ``idl.run()`` and commits queued transactions
+    one at a time. Every other thread only queues transactions
+    (``transaction()``), reads the replica under the connection lock
+    (``cache()``), or sends a raw transaction on a connection of its own
+    (``transact()``, see ``ovsdb.rpc``), which the replica sees moments later.
 
 Watching rows
     ``watch(table, cb)`` calls ``cb(event, snapshot)`` on the IDL thread for every
@@ -13,6 +14,12 @@ Watching rows
     milliseconds of the commit. Callbacks must not block and must not call back
     into this client synchronously (the IDL thread would wait on itself): hand
     the snapshot to a queue. Exceptions from callbacks are logged and dropped.
+
+Waiting for ovs-vswitchd
+    A transaction with ``wait_vswitchd`` bumps ``next_cfg``; the *calling*
+    thread then waits until vswitchd reports ``cur_cfg`` at least that high.
+    The IDL thread never waits, so other transactions commit meanwhile and
+    vswitchd applies them together in one reconfiguration.
 
 Reconnects
     If ovsdb-server goes away the IDL reconnects by itself (backoff 1 s doubling
@@ -29,83 +36,32 @@ import contextlib
 import errno
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from ovs import jsonrpc, poller, stream
 from ovs.db import idl as ovs_idl
 from ovsdbapp import exceptions as app_exc
 from ovsdbapp.backend.ovs_idl import connection as app_conn
-from ovsdbapp.backend.ovs_idl import idlutils
 from ovsdbapp.backend.ovs_idl import transaction as app_txn
 from ovsdbapp.schema.open_vswitch import impl_idl
 
+from ovsdb import rpc
 from ovsdb.errors import OvsdbError, OvsdbTimeout, OvsdbUnavailable
+from ovsdb.replica import SCHEMA_NAME, RowCallback, WatchingIdl, register_tables, row_snapshot
 
 LOG = logging.getLogger(__name__)
-
-SCHEMA_NAME = "Open_vSwitch"
-# why: vswitchd rewrites Interface.statistics every 5 s per port; replicating it
-# would wake every Interface watcher for nothing.
-_UNWATCHED_COLUMNS = {"Interface": {"statistics"}}
-
-RowCallback = Callable[[str, dict[str, Any]], None]
-
-
-def row_snapshot(row: Any) -> dict[str, Any]:
-    """Copy an IDL row into a plain dict (``_uuid`` plus every replicated column).
-
-    References become UUIDs, and optional scalars (``ofport``, ``error``,
-    ``mac_in_use``...) become ``value | None`` instead of a 0/1-element list.
-    """
-    snap: dict[str, Any] = {"_uuid": row.uuid}
-    for name, column in row._table.columns.items():
-        value = idlutils.rows_to_uuids(getattr(row, name))
-        if column.type.is_optional() and isinstance(value, list):
-            value = value[0] if value else None
-        snap[name] = value
-    return snap
-
-
-class _WatchingIdl(app_conn.OvsdbIdl):
-    """IDL that forwards row notifications to per-table callbacks."""
-
-    def __init__(self, remote: str, helper: Any) -> None:
-        super().__init__(remote, helper)
-        self._watchers: dict[str, tuple[RowCallback, ...]] = {}
-        self._watch_lock = threading.Lock()
-
-    def add_watcher(self, table: str, callback: RowCallback) -> None:
-        with self._watch_lock:  # why: copy-on-write so notify() never sees a half-edit
-            self._watchers = {**self._watchers, table: (*self._watchers.get(table, ()), callback)}
-
-    def remove_watcher(self, table: str, callback: RowCallback) -> None:
-        with self._watch_lock:
-            rest = tuple(cb for cb in self._watchers.get(table, ()) if cb is not callback)
-            self._watchers = {**self._watchers, table: rest}
-
-    def notify(self, event: str, row: Any, updates: Any = None) -> None:
-        callbacks = self._watchers.get(row._table.name)
-        if not callbacks:
-            return
-        snap = row_snapshot(row)
-        for callback in callbacks:
-            # why: an exception escaping notify() aborts idl.run() half-way and
-            # leaves the replica out of sync with the server.
-            try:
-                callback(event, snap)
-            except Exception:
-                LOG.exception("OVSDB watch callback %r failed on %s %s", callback, event, snap)
+__all__ = ["OvsdbClient", "RowCallback", "VswitchdTransaction", "row_snapshot"]
 
 
 class VswitchdTransaction(impl_idl.OvsVsctlTransaction):
     """ovsdbapp's vsctl-style transaction that records instead of logging.
 
-    ``wait_vswitchd``: bump ``next_cfg`` and wait for ovs-vswitchd to apply the
-    change (as ovs-vsctl does). Afterwards ``vswitchd_applied`` is True, or False
-    if vswitchd did not catch up within the timeout (ovsdbapp only logs that).
+    ``wait_vswitchd`` (or ``bump_cfg`` alone): bump ``next_cfg`` (as ovs-vsctl
+    does); after the commit ``next_cfg`` holds the value to wait for. With
+    ``wait_vswitchd`` ``OvsdbClient.transaction`` waits and sets
+    ``vswitchd_applied``: True, or False if vswitchd did not catch up in time.
     """
 
     def __init__(
@@ -116,30 +72,25 @@ class VswitchdTransaction(impl_idl.OvsVsctlTransaction):
         wait_vswitchd: bool = True,
         check_error: bool = True,
         log_errors: bool = False,
+        bump_cfg: bool = False,
     ) -> None:
         super().__init__(api, conn, check_error=check_error, log_errors=log_errors)
         self.timeout = timeout  # why: impl_idl.create_transaction drops the timeout kwarg
         self.wait_vswitchd = wait_vswitchd
+        self.bump_cfg = bump_cfg or wait_vswitchd
+        self.next_cfg: int | None = None
         self.vswitchd_applied: bool | None = None
 
     def pre_commit(self, txn: Any) -> None:
-        if self.wait_vswitchd:
-            super().pre_commit(txn)
-        else:
-            txn.expected_ifaces = set()
+        if self.bump_cfg:  # why: python-ovs applies it only with other changes in txn
+            self.api._ovs.increment("next_cfg")
+        txn.expected_ifaces = set()
 
     def post_commit(self, txn: Any) -> None:
         app_txn.Transaction.post_commit(self, txn)  # the commands' own post_commit
-        if not self.wait_vswitchd:
-            return
-        try:
-            self.do_post_commit(txn)
-        except impl_idl.VswitchdInterfaceAddException:
-            pass  # why: callers read Interface.ofport/error themselves and raise typed errors
-        except app_exc.TimeoutException:
-            self.vswitchd_applied = False
-            return
-        self.vswitchd_applied = True
+        if self.bump_cfg:
+            # why: no waiting here, on the IDL thread; the caller waits (see module doc).
+            self.next_cfg = txn.get_increment_new_value()
 
 
 class _Api(impl_idl.OvsdbIdl):
@@ -162,11 +113,14 @@ class _Api(impl_idl.OvsdbIdl):
         log_errors: bool = False,
         timeout: float | None = None,
         wait_vswitchd: bool = True,
+        bump_cfg: bool = False,
         **kwargs: Any,
     ) -> VswitchdTransaction:
         conn = self.ovsdb_connection
         timeout = timeout or conn.timeout
-        return VswitchdTransaction(self, conn, timeout, wait_vswitchd, check_error, log_errors)
+        return VswitchdTransaction(
+            self, conn, timeout, wait_vswitchd, check_error, log_errors, bump_cfg
+        )
 
 
 class OvsdbClient:
@@ -189,8 +143,8 @@ class OvsdbClient:
         self.timeout = timeout
         deadline = time.monotonic() + timeout
         helper = ovs_idl.SchemaHelper(None, _fetch_schema(remote, timeout))
-        _register_tables(helper)
-        self._idl = _WatchingIdl(remote, helper)
+        register_tables(helper)
+        self._idl = WatchingIdl(remote, helper)
         remaining = max(deadline - time.monotonic(), 0.1)
         self._conn = app_conn.Connection(self._idl, remaining)
         try:
@@ -202,14 +156,15 @@ class OvsdbClient:
 
     @contextlib.contextmanager
     def transaction(
-        self, timeout: float | None = None, wait_vswitchd: bool = True
+        self, timeout: float | None = None, wait_vswitchd: bool = True, bump_cfg: bool = False
     ) -> Iterator[VswitchdTransaction]:
         """Collect commands (``txn.add(client.api.add_br(...))``) and commit them atomically.
 
         The commit runs on the IDL thread when the ``with`` block exits without an
         exception; then ``txn.result`` holds each command's result. With
         ``wait_vswitchd`` it returns only after ovs-vswitchd applied the change
-        (see ``txn.vswitchd_applied``).
+        (see ``txn.vswitchd_applied``). ``bump_cfg`` alone bumps ``next_cfg``
+        without waiting, so that a later ``wait_vswitchd()`` covers this change.
 
         Raises:
             OvsdbError (or a subclass raised by a command): the commit failed.
@@ -218,9 +173,10 @@ class OvsdbClient:
             OvsdbUnavailable: as OvsdbTimeout, while the session is down.
         """
         txn = self.api.create_transaction(
-            timeout=timeout or self.timeout, wait_vswitchd=wait_vswitchd
+            timeout=timeout or self.timeout, wait_vswitchd=wait_vswitchd, bump_cfg=bump_cfg
         )
         yield txn
+        deadline = time.monotonic() + txn.timeout
         try:
             txn.result = txn.commit()
         except OvsdbError:
@@ -231,6 +187,57 @@ class OvsdbClient:
             raise OvsdbTimeout(f"transaction [{txn}]", txn.timeout) from exc
         except (app_exc.OvsdbAppException, RuntimeError) as exc:
             raise OvsdbError(reason=str(exc)) from exc
+        if wait_vswitchd and txn.next_cfg is not None:
+            txn.vswitchd_applied = self._wait_cfg(txn.next_cfg, deadline - time.monotonic())
+
+    def transact(self, ops: list[dict[str, Any]], timeout: float | None = None) -> list[Any]:
+        """Run raw OVSDB operations as one transaction on a separate plain connection.
+
+        Returns without waiting for the IDL replica to see the change (see
+        ovsdb.rpc for why and for the errors); ``can_transact`` says whether the
+        remote allows it.
+        """
+        return rpc.transact(
+            self.remote, SCHEMA_NAME, ops, self.timeout if timeout is None else timeout
+        )
+
+    @property
+    def can_transact(self) -> bool:
+        """Whether ``transact`` works with this remote (unix: or tcp:)."""
+        return rpc.supports(self.remote)
+
+    def used_ofports(self) -> set[int]:
+        """Every ofport that an Interface in the replica has or requests."""
+        with self.cache() as tables:
+            rows = tables["Interface"].rows
+            known = self._idl.iface_ofports
+            for gone in known.keys() - rows.keys():  # removed while disconnected
+                del known[gone]
+            return {n for numbers in known.values() for n in numbers}
+
+    def wait_vswitchd(self, timeout: float | None = None) -> bool:
+        """Wait until the replica shows every change the server had committed when
+        called, and ovs-vswitchd applied them (for transactions that bump next_cfg:
+        ``wait_vswitchd``, ``bump_cfg``, ``transact`` callers that do). False if not
+        within ``timeout``."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        if self.can_transact:
+            select = {"op": "select", "table": SCHEMA_NAME, "where": [], "columns": ["next_cfg"]}
+            rows = self.transact([select], timeout)[0].get("rows") or [{"next_cfg": 0}]
+            target = int(rows[0]["next_cfg"])
+        else:
+            with self.cache() as tables:
+                found = list(tables[SCHEMA_NAME].rows.values())
+                target = int(found[0].next_cfg) if found else 0
+        return self._wait_cfg(target, deadline - time.monotonic())
+
+    def _wait_cfg(self, next_cfg: int, timeout: float) -> bool:
+        idl, cond = self._idl, self._idl.cfg_changed
+        with cond:
+            return cond.wait_for(
+                lambda: min(idl.cur_cfg, idl.next_cfg) >= next_cfg, max(timeout, 0.0)
+            )
 
     @contextlib.contextmanager
     def cache(self) -> Iterator[dict[str, Any]]:
@@ -271,16 +278,6 @@ class OvsdbClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _register_tables(helper: Any) -> None:
-    """Replicate every table and column except those in ``_UNWATCHED_COLUMNS``."""
-    for name, table in helper.schema_json["tables"].items():
-        skip = _UNWATCHED_COLUMNS.get(name)
-        if skip:
-            helper.register_columns(name, [c for c in table["columns"] if c not in skip])
-        else:
-            helper.register_table(name)
 
 
 def _fetch_schema(remote: str, timeout: float) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 Writers wait until ovs-vswitchd applied the change and then check what it made
 of it: ovsdbapp only logs an interface that failed to open, these helpers
-raise typed errors and remove the half-made port. Readers (``find_ports``,
-``bridge_exists``...) answer from the local IDL replica without a round trip.
+raise typed errors and remove the half-made port. ``commit_pod_port`` is the
+exception, for the CNI's ADD: it returns once OVSDB committed the port. Readers
+(``find_ports``, ``bridge_exists``...) answer from the local IDL replica without
+a round trip.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ovsdb import schema
+from ovsdb import podport, schema
 from ovsdb.commands import (
     AddPodPortCommand,
     DelPortCommand,
@@ -31,13 +33,15 @@ USERSPACE_TSO_KEY = "userspace-tso-enable"
 
 @dataclass(frozen=True)
 class PortRecord:
-    """A port as read from the replica. ``ofport`` is None until vswitchd assigns one."""
+    """A port as read from the replica. ``ofport`` is None until vswitchd assigns one,
+    -1 (with ``error`` saying why) when vswitchd could not open the interface."""
 
     name: str
     ofport: int | None
     external_ids: Mapping[str, str] = field(default_factory=dict)
     mac_in_use: str | None = None
     bridge: str | None = None
+    error: str | None = None
 
 
 def add_pod_port(
@@ -70,13 +74,54 @@ def add_pod_port(
         OvsdbTimeout: the port may still appear later; a retry with the same
             container id is idempotent and DEL removes it.
     """
+    cmd = _pod_port_command(client, bridge, name, external_ids, ofport_range, iface_type, may_exist)
+    return _commit_port(client, cmd, name, timeout)
+
+
+def commit_pod_port(
+    client: OvsdbClient,
+    bridge: str,
+    name: str,
+    external_ids: Mapping[str, str],
+    ofport_range: tuple[int, int] = (schema.POD_OFPORT_MIN, schema.POD_OFPORT_MAX),
+    timeout: float | None = None,
+) -> None:
+    """``add_pod_port`` (veth, may exist) that returns once OVSDB committed the port.
+
+    ovs-vswitchd opens the interface and assigns its ofport afterwards; an
+    interface it cannot open gets ofport -1 and ``error`` (see ``find_pod_port``,
+    ``OvsdbClient.wait_vswitchd``). OVSDB's own refusals raise as in ``add_pod_port``.
+    The transaction goes on its own connection when the remote allows it
+    (ovsdb.podport), else through the IDL.
+    """
+    if client.can_transact:
+        ids = _pod_ids(external_ids)
+        podport.commit_pod_port(client, bridge, name, ids, ofport_range, timeout or client.timeout)
+        return
+    cmd = _pod_port_command(client, bridge, name, external_ids, ofport_range, "", True)
+    with client.transaction(timeout=timeout, wait_vswitchd=False, bump_cfg=True) as txn:
+        txn.add(cmd)
+
+
+def _pod_ids(external_ids: Mapping[str, str]) -> dict[str, str]:
     if schema.CONTAINER_ID not in external_ids:
         raise ValueError(f"external_ids must contain {schema.CONTAINER_ID!r}")
-    ids = {schema.OWNER: schema.OWNER_CNI, **external_ids}
-    cmd = AddPodPortCommand(
+    return {schema.OWNER: schema.OWNER_CNI, **external_ids}
+
+
+def _pod_port_command(
+    client: OvsdbClient,
+    bridge: str,
+    name: str,
+    external_ids: Mapping[str, str],
+    ofport_range: tuple[int, int],
+    iface_type: str,
+    may_exist: bool,
+) -> AddPodPortCommand:
+    ids = _pod_ids(external_ids)
+    return AddPodPortCommand(
         client.api, bridge, name, ids, iface_type, ofport_range, may_exist=may_exist
     )
-    return _commit_port(client, cmd, name, timeout)
 
 
 def ensure_internal_port(
@@ -174,6 +219,7 @@ def _record(iface: Any, bridge: str | None) -> PortRecord:
         external_ids=dict(iface.external_ids),
         mac_in_use=first_value(iface.mac_in_use),
         bridge=bridge,
+        error=first_value(iface.error),
     )
 
 

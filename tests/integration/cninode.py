@@ -27,6 +27,16 @@ REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 30.0
 
 
+def node_shim() -> Path | None:
+    """The native shim the nodes install (built here), or None for the Python shim.
+
+    SLUICE_TEST_SHIM=python runs the CNI tests through the Python shim instead.
+    """
+    if os.environ.get("SLUICE_TEST_SHIM", "native") == "python":
+        return None
+    return install.build_native()
+
+
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run `ip ARGS`."""
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
@@ -75,7 +85,7 @@ class CniNode:
     def start(self) -> CniNode:
         """Start OVS, install the CNI binary, start the controller and wait for it."""
         self.ovs.start()
-        install.install_binary(self.bin_dir, sys.executable)
+        install.install_binary(self.bin_dir, sys.executable, node_shim())
         cfg = {
             "nodeName": self.name,
             "mode": self.mode,
@@ -214,6 +224,20 @@ class CniNode:
     def pod_ports(self) -> list[dict[str, Any]]:
         """Interfaces that Sluice's CNI made."""
         return [p for p in self.ports() if p["external_ids"].get("sluice-owner") == "cni"]
+
+    def numbered_pod_ports(self, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The pod ports once ovs-vswitchd has given each its ofport.
+
+        ADD returns when OVSDB holds the port; vswitchd opens it just after.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            ports = self.pod_ports()
+            if all(isinstance(p["ofport"], int) and p["ofport"] > 0 for p in ports):
+                return ports
+            if time.monotonic() > deadline:
+                return ports
+            time.sleep(0.05)
 
     def leases(self) -> list[str]:
         """host-local lease files of the default IPAM."""

@@ -44,8 +44,8 @@ def test_200_add_del_with_concurrency_8(cni_node: CniNode) -> None:
         addresses = [out["ips"][0]["address"] for _, out in added]
         assert len(set(addresses)) == 200
         assert len(cni_node.pod_ports()) == 200 and len(cni_node.leases()) == 200
-        ofports = {p["ofport"] for p in cni_node.pod_ports()}
-        assert len(ofports) == 200
+        ofports = {p["ofport"] for p in cni_node.numbered_pod_ports()}
+        assert len(ofports) == 200 and min(ofports) >= 32768
         with ThreadPoolExecutor(8) as pool:
             deleted = list(pool.map(delete, range(200)))
         assert deleted == [(0, {})] * 200

@@ -45,7 +45,7 @@ def test_two_pods_plugged_in_and_talking(cni_node: CniNode, pod_netns: Callable[
     assert "tx-checksumming: off" in features
 
     # OVSDB: the port with the pod's identity, ofport in the high range
-    (row,) = [p for p in cni_node.pod_ports() if p["name"] == host_if["name"]]
+    (row,) = [p for p in cni_node.numbered_pod_ports() if p["name"] == host_if["name"]]
     ext = row["external_ids"]
     assert row["ofport"] >= 32768
     assert ext["sluice-container-id"] == "cid-alpha" and ext["sluice-if-name"] == "eth0"
