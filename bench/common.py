@@ -79,9 +79,12 @@ class NetnsPool:
 
     def make(self, count: int) -> list[str]:
         """Create ``count`` more namespaces; return their names."""
-        made = [new_netns(self.tag) for _ in range(count)]
-        self.names.extend(made)
-        return made
+        # why one at a time into ``names``: if one creation fails, those made
+        # before it are still deleted by ``close``.
+        start = len(self.names)
+        for _ in range(count):
+            self.names.append(new_netns(self.tag))
+        return self.names[start:]
 
     def release(self, names: Sequence[str]) -> None:
         """Delete some namespaces now."""

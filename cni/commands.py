@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -17,11 +18,10 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from cni import ipam, netns, rtnl
+from cni import ipam, netns, nlbatch
 from cni.config import NetConf
 from cni.node import NodeNetwork, PodIdentity, host_ifname, link_alias
 from cni.ports import PortStore
-from cni.rtnl import Rtnl
 from cni.skel import CmdArgs
 from cni.types import (
     ERR_IFNAME_EXISTS,
@@ -83,12 +83,14 @@ def effective_netconf(conf: NetConf, node: NodeNetwork) -> dict[str, Any]:
     return raw
 
 
-def add(args: CmdArgs, conf: NetConf, node: NodeNetwork, host: Rtnl, ovs: PortStore) -> Result:
+def add(
+    args: CmdArgs, conf: NetConf, node: NodeNetwork, host: socket.socket, ovs: PortStore
+) -> Result:
     """Plug the container in; return the result (chained after any prevResult).
 
-    The IPAM delegate runs while the veth is made (they do not depend on each
-    other); addresses, routes and the OVS port follow once the lease is known.
-    A failure undoes what was done, in reverse order.
+    The IPAM delegate runs while the veth is made and brought up (they do not
+    depend on each other); addresses, routes and the OVS port follow once the
+    lease is known. A failure undoes what was done, in reverse order.
     """
     netconf = effective_netconf(conf, node)
     pod_id = PodIdentity.from_args(args.args)
@@ -101,13 +103,16 @@ def add(args: CmdArgs, conf: NetConf, node: NodeNetwork, host: Rtnl, ovs: PortSt
             )
         lease = _DELEGATES.submit(ipam.run_ipam, "ADD", netconf, args.env, args.path)
         undo.push("ipam release", partial(_release_if_leased, lease, netconf, args))
+        alias = link_alias(args.container_id, args.ifname)
         veth = _netlink(
-            "create veth",
-            lambda: netns.ensure_veth(
-                host, pod, name, args.ifname, mtu, link_alias(args.container_id, args.ifname)
-            ),
+            "create veth", lambda: netns.ensure_veth(host, pod, name, args.ifname, mtu, alias)
         )
-        undo.push("delete veth", lambda: rtnl.del_link(host, name))
+        undo.push("delete veth", lambda: nlbatch.delete_link(host, name))
+        # why: links come up before the lease is in, so that only the addresses and
+        # routes (≈ 0.8 ms less of pyroute2 encoding) wait for the delegate.
+        _netlink(
+            "bring up pod interface", lambda: netns.bring_up_pod_interface(pod, veth.peer_index)
+        )
         ipam_result = lease.result()
         assert ipam_result is not None
         routes = _routes(ipam_result)
@@ -225,7 +230,9 @@ def _ovs(what: str, fn: Callable[[], Any]) -> Any:
         raise CniError(ERR_OVS, f"ovsdb: {what} failed", str(exc)) from exc
 
 
-def delete(args: CmdArgs, conf: NetConf, node: NodeNetwork, host: Rtnl, ovs: PortStore) -> None:
+def delete(
+    args: CmdArgs, conf: NetConf, node: NodeNetwork, host: socket.socket, ovs: PortStore
+) -> None:
     """Remove port, veth and lease; succeed for whatever is already gone.
 
     # why: the lease goes last, so its address cannot be handed to a new pod while
@@ -239,7 +246,7 @@ def delete(args: CmdArgs, conf: NetConf, node: NodeNetwork, host: Rtnl, ovs: Por
         names.add(port.name)
     for name in sorted(names):
         _try(errors, f"delete port {name}", partial(ovs.del_port, name, if_exists=True))
-        _try(errors, f"delete veth {name}", partial(rtnl.del_link, host, name))
+        _try(errors, f"delete veth {name}", partial(nlbatch.delete_link, host, name))
     if conf.ipam or node.pod_cidrs:
         netconf = effective_netconf(conf, node)
         _try(errors, "ipam release", lambda: ipam.run_ipam("DEL", netconf, args.env, args.path))

@@ -5,8 +5,11 @@
 # thread), create the sockets, and switch straight back. Each CNI request runs on
 # its own short-lived server thread, so no other work ever sees a foreign netns.
 
-ADD and DEL go through `cni.rtnl` (a few raw requests); CHECK, GC and the
-controller's node set-up read links, addresses and routes with pyroute2.
+Everything netlink is encoded and decoded by pyroute2. ADD keeps the requests
+few: the veth is created with its peer already in the pod and both MACs chosen
+here; the pod's addresses and routes go in one datagram (cni.nlbatch says why
+not through pyroute2's IPRoute). CHECK, GC and the controller's node set-up use
+IPRoute.
 """
 
 from __future__ import annotations
@@ -22,13 +25,13 @@ import socket
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TypedDict
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from cni import rtnl
-from cni.rtnl import Rtnl, RtnlError
+from cni import nlbatch
 
 _CLONE_NEWNET = 0x40000000
 _SIOCETHTOOL = 0x8946
@@ -78,10 +81,11 @@ def _inside(fd: int, path: str) -> Iterator[None]:
 
 
 class PodNetns:
-    """An open pod network namespace: netlink and ioctl sockets in it.
+    """An open pod network namespace: its fd and sockets in it.
 
-    `rt` is the raw netlink socket ADD uses; `ipr` (pyroute2, for CHECK's
-    queries) is opened on first use.
+    `rt` is the plain rtnetlink socket ADD sends its batch on (cni.nlbatch);
+    `ipr` (pyroute2, for CHECK's queries) is opened on first use and, like every
+    pyroute2 0.9 socket, belongs to the thread that opened it.
     """
 
     def __init__(self, path: str) -> None:
@@ -94,7 +98,7 @@ class PodNetns:
             raise NetnsMissing(path) from exc
         try:
             with _inside(self.fd, path):
-                self.rt = Rtnl()
+                self.rt = nlbatch.open_socket()
                 self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         except BaseException:
             os.close(self.fd)
@@ -102,7 +106,7 @@ class PodNetns:
 
     @property
     def ipr(self) -> IPRoute:
-        """A pyroute2 socket inside this netns."""
+        """A pyroute2 socket inside this netns (for the calling thread)."""
         if self._ipr is None:
             with _inside(self.fd, self.path):
                 self._ipr = IPRoute()
@@ -123,9 +127,16 @@ class PodNetns:
         self.close()
 
     def link_index(self, name: str) -> int | None:
-        """Index of link `name` in this netns, or None."""
-        link = rtnl.get_link(self.rt, name)
-        return link.index if link is not None else None
+        """Index of link `name` in this netns, or None.
+
+        # why: ADD asks this before it starts the IPAM delegate, so it should be
+        # cheap; the C library's ioctl lookup is, and needs no netlink socket.
+        """
+        with _inside(self.fd, self.path):
+            try:
+                return socket.if_nametoindex(name)
+            except OSError:
+                return None
 
     def set_tx_checksum(self, ifname: str, enabled: bool) -> None:
         """Turn TX checksum offload of `ifname` on or off (ethtool -K IF tx on|off)."""
@@ -167,10 +178,9 @@ def del_link_if_exists(ipr: IPRoute, name: str) -> bool:
 
 @dataclass(frozen=True)
 class VethPair:
-    """A created veth: host side name/index/MAC and container side name/index/MAC."""
+    """A created veth: host side name/MAC and container side name/index/MAC."""
 
     host_name: str
-    host_index: int
     host_mac: str
     peer_name: str
     peer_index: int
@@ -178,36 +188,42 @@ class VethPair:
 
 
 def ensure_veth(
-    host: Rtnl, pod: PodNetns, host_name: str, peer_name: str, mtu: int, alias: str
+    host: socket.socket, pod: PodNetns, host_name: str, peer_name: str, mtu: int, alias: str
 ) -> VethPair:
     """Create a veth with `peer_name` inside the pod netns; replaces a stale host end.
 
-    A host link called `host_name` can only be a leftover of an earlier attempt for
-    the same container and interface (the name is derived from them), so it is
-    removed when the name is taken. The peer name must not exist in the pod (the
-    caller checks). The host end comes up isolated from the host's IP stack.
+    `host` is a cni.nlbatch socket in the host's netns. A host link called
+    `host_name` can only be a leftover of an earlier attempt for the same
+    container and interface (the name is derived from them), so it is removed
+    when the name is taken. The peer name must not exist in the pod (the caller
+    checks). The host end comes up isolated from the host's IP stack; the pod end
+    stays down.
     """
+    # why: with both MACs chosen here (the kind the kernel would pick: random,
+    # locally administered) ADD needs no netlink request to learn them, and udev
+    # (MACAddressPolicy) leaves a MAC that was set, not random, alone.
+    host_mac, peer_mac = random_mac(), random_mac()
+    create = partial(nlbatch.new_veth, host_name, host_mac, peer_name, peer_mac, mtu, pod.fd)
     try:
-        rtnl.add_veth(host, host_name, peer_name, mtu, pod.fd)
-    except RtnlError as exc:
-        if exc.errno != errno.EEXIST:
+        nlbatch.send_batch(host, [create()])
+    except NetlinkError as exc:
+        if exc.code != errno.EEXIST:
             raise
-        rtnl.del_link(host, host_name)
-        rtnl.add_veth(host, host_name, peer_name, mtu, pod.fd)
-    host_link = rtnl.get_link(host, host_name)
-    peer_link = rtnl.get_link(pod.rt, peer_name)
-    if host_link is None or peer_link is None:
+        nlbatch.delete_link(host, host_name)
+        nlbatch.send_batch(host, [create()])
+    peer_index = pod.link_index(peer_name)
+    if peer_index is None:
         raise RuntimeError(f"veth {host_name}/{peer_name} vanished right after creation")
     isolate_host_end(host_name)
-    host.transact([rtnl.set_up(host_link.index, alias)])
-    return VethPair(
-        host_name=host_name,
-        host_index=host_link.index,
-        host_mac=host_link.mac,
-        peer_name=peer_name,
-        peer_index=peer_link.index,
-        peer_mac=peer_link.mac,
-    )
+    nlbatch.send_batch(host, [nlbatch.link_up(name=host_name, alias=alias)])
+    return VethPair(host_name, host_mac, peer_name, peer_index, peer_mac)
+
+
+def random_mac() -> str:
+    """A random unicast, locally administered MAC address."""
+    octets = bytearray(os.urandom(6))
+    octets[0] = (octets[0] & 0xFE) | 0x02
+    return octets.hex(":")
 
 
 def isolate_host_end(name: str) -> None:
@@ -235,17 +251,22 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+def bring_up_pod_interface(pod: PodNetns, index: int) -> None:
+    """Bring lo and the pod interface (link `index`) up, in one datagram."""
+    nlbatch.send_batch(pod.rt, [nlbatch.link_up(name="lo"), nlbatch.link_up(index=index)])
+
+
 def configure_pod_interface(
     pod: PodNetns,
     index: int,
     addresses: Sequence[Address],
     routes: Sequence[tuple[Network, IPAddr | None]],
 ) -> None:
-    """Bring lo and the pod interface up, add addresses, then routes (one datagram)."""
-    requests = [rtnl.set_up_by_name("lo"), rtnl.set_up(index)]
-    requests += [rtnl.add_address(index, addr) for addr in addresses]
-    requests += [rtnl.add_route(index, dst, gw) for dst, gw in routes]
-    pod.rt.transact(requests)
+    """Add addresses to link `index`, then routes, in one datagram.
+
+    Raises NetlinkError naming the first request the kernel refused.
+    """
+    nlbatch.send_batch(pod.rt, nlbatch.address_requests(index, addresses, routes))
 
 
 def link_addresses(ipr: IPRoute, index: int) -> set[Address]:

@@ -8,11 +8,10 @@ from typing import Any
 from pyroute2 import IPRoute
 
 from cni import check as check_mod
-from cni import commands, maintenance
+from cni import commands, maintenance, nlbatch
 from cni.config import NetConf
 from cni.node import NodeNetwork
 from cni.ports import PortStore
-from cni.rtnl import Rtnl
 from cni.skel import CmdArgs
 
 
@@ -28,13 +27,13 @@ class SluicePlugin:
 
     def add(self, args: CmdArgs, conf: NetConf) -> dict[str, Any]:
         """Plug the container in and return the result JSON in the config's version."""
-        with Rtnl() as host:
+        with nlbatch.open_socket() as host:
             result = commands.add(args, conf, self.node(), host, self.ports)
         return result.to_json(conf.cni_version)
 
     def delete(self, args: CmdArgs, conf: NetConf) -> None:
         """Unplug the container; succeeds when everything is already gone."""
-        with Rtnl() as host:
+        with nlbatch.open_socket() as host:
             commands.delete(args, conf, self.node(), host, self.ports)
 
     def check(self, args: CmdArgs, conf: NetConf) -> None:
