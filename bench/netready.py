@@ -25,7 +25,11 @@ pod never ready within 10 s counted as 10 s), how many were ready before the
 ADD returned or at the first probe (then the latency is an upper bound), and
 the ratio of the cross-node path to the same-node path. Two references from
 the same monitor: when the pod's row was seen (the probing starts then) and
-when ovs-vswitchd numbered its port (what sluice-controller waits for). A
+when ovs-vswitchd numbered its port; two from sluice-controller's log: when it
+learnt the pod (``controller.podwatch``) and when the switch answered the
+barrier after the pod's flows (``pod flows installed``), whose difference is
+the controller's share (``breakdown.stages``). The run starts once every
+node's controller answers ``/readyz`` (its podCIDR known). A
 second table gives the medians by the pod's number on its node (the trend with
 the node's pod count), and the CPU time of the probers, controllers and
 vswitchds while the pods were made (bench.netready_report builds the record).
@@ -60,6 +64,7 @@ from bench.netready_watch import (
     PortRow,
     Prober,
     add_returns,
+    controller_stages,
     find_rows,
     ovsdb_monitor,
     sandbox_lock,
@@ -67,6 +72,7 @@ from bench.netready_watch import (
 from bench.procstat import cpu_seconds
 from ovsdb import schema
 from sandbox import cluster, netns
+from sandbox.cli import FetchError, command_fetch, controller_url
 from sandbox.controlplane import ControlPlane
 from sandbox.images import PAUSE_IMAGE
 from sandbox.node import Node
@@ -76,6 +82,7 @@ STATE_DIR = Path("/var/lib/sluice-sandbox-bench-netready")
 TARGETS = ("node2", "node3")  # the new pods' nodes; the remote prober is on SOURCE
 POD_PREFIX = "nr-"
 BATCH_TIMEOUT_S = 180.0
+READY_TIMEOUT_S = 120.0
 
 
 def sizes(quick: bool) -> tuple[int, int]:
@@ -140,7 +147,25 @@ def start_cluster(stack: ExitStack, down_errors: list[str]) -> tuple[ControlPlan
     result = cluster.up(3, STATE_DIR, install_cni=SluiceCni(STATE_DIR / "admin.kubeconfig"))
     cp = ControlPlane(STATE_DIR, Path(result["kubectl"]).parent)
     nodes = {n.name: n for n in cluster.recorded_nodes(cluster.StateFile(STATE_DIR))}
+    for node in nodes.values():
+        what = f"{node.name}'s controller to be ready"
+        wait_until(partial(controller_ready, node), READY_TIMEOUT_S, what, step=0.2)
     return cp, nodes
+
+
+def controller_ready(node: Node) -> bool:
+    """Whether the node's sluice-controller answers /readyz with 200 (podCIDR known...).
+
+    # why: the sandbox is up once every kubelet reports Ready, which does not
+    # wait for the controller to learn its podCIDR from the Node object; an ADD
+    # before that fails ("podCIDR not known yet") and the kubelet retries later.
+    """
+    fetch = command_fetch(["nsenter", f"--net=/run/netns/{node.netns}", "--"])
+    try:
+        status, _ = fetch(controller_url(node) + "/readyz")
+    except FetchError:
+        return False
+    return status == 200
 
 
 def start_probers(
@@ -226,11 +251,9 @@ def collect(
     feeder: Feeder, nodes: dict[str, Node], created: dict[str, str]
 ) -> tuple[list[Sample], dict[str, list[str]]]:
     """Join rows, ADD returns (controller logs) and verdicts per pod; list what is missing."""
-    adds = {
-        (name, cid): t
-        for name in TARGETS
-        for cid, t in add_returns(nodes[name].log("sluice-controller").read_text()).items()
-    }
+    logs = {name: nodes[name].log("sluice-controller").read_text() for name in TARGETS}
+    adds = {(name, cid): t for name in TARGETS for cid, t in add_returns(logs[name]).items()}
+    stages = {name: controller_stages(logs[name]) for name in TARGETS}
     samples: list[Sample] = []
     missing: dict[str, list[str]] = {"not_plugged": [], "no_add_log_line": []}
     for name, node in sorted(created.items()):
@@ -253,6 +276,8 @@ def collect(
                 ofport_seen=feeder.ofports.get(name),
                 remote=feeder.probers[SOURCE].results.get(row.ip),
                 local=feeder.probers[node].results.get(row.ip),
+                pod_seen=stages[node][0].get(row.pod),
+                flows_installed=stages[node][1].get(row.container_id[:12]),
             )
         )
     return samples, {k: v for k, v in missing.items() if v}

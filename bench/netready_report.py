@@ -30,6 +30,8 @@ class Sample:
     ofport_seen: float | None
     remote: Probe | None
     local: Probe | None
+    pod_seen: float | None = None  # sluice-controller learnt the pod (its log)
+    flows_installed: float | None = None  # the barrier after its flows (its log)
 
 
 def path_row(label: str, add_returns_: list[float], probes: list[Probe | None]) -> dict[str, Any]:
@@ -65,12 +67,48 @@ def path_rows(samples: list[Sample]) -> dict[str, dict[str, Any]]:
         "ofport": path_row(
             "ofport set by ovs-vswitchd (reference)",
             adds,
-            [None if s.ofport_seen is None else Probe(True, s.ofport_seen, 0) for s in samples],
+            [_at(s.ofport_seen) for s in samples],
+        ),
+        "learnt": path_row(
+            "sluice-controller learnt the pod (reference)", adds, [_at(s.pod_seen) for s in samples]
+        ),
+        "flows": path_row(
+            "its flows installed, barrier answered (reference)",
+            adds,
+            [_at(s.flows_installed) for s in samples],
         ),
     }
-    for key in ("feed", "ofport"):
+    for key in ("feed", "ofport", "learnt", "flows"):
         rows[key]["ready_at_first_probe"] = None  # no probing on these rows
     return rows
+
+
+def _at(wallclock: float | None) -> Probe | None:
+    """A reference time as a Probe (None: not seen, counted as the deadline)."""
+    return None if wallclock is None else Probe(True, wallclock, 0)
+
+
+def _gap_ms(pairs: list[tuple[float | None, float | None]]) -> dict[str, Any]:
+    """p50/p99 of ``b - a`` (ms) over the pairs where both are known."""
+    ms = [(b - a) * 1000.0 for a, b in pairs if a is not None and b is not None]
+    return {"n": len(ms), "p50": round(percentile(ms, 50), 2), "p99": round(percentile(ms, 99), 2)}
+
+
+def stages(samples: list[Sample]) -> dict[str, Any]:
+    """Where a pod's time goes: the controller's share and what follows it."""
+    remote = [s.remote.wallclock if s.remote and s.remote.ok else None for s in samples]
+    return {
+        "controller_learnt_to_flows_installed_ms": _gap_ms(
+            [(s.pod_seen, s.flows_installed) for s in samples]
+        ),
+        "row_seen_to_controller_learnt_ms": _gap_ms([(s.row_seen, s.pod_seen) for s in samples]),
+        "flows_installed_to_other_node_reply_ms": _gap_ms(
+            [(s.flows_installed, r) for s, r in zip(samples, remote, strict=True)]
+        ),
+        "ofport_set_to_other_node_reply_ms": _gap_ms(
+            [(s.ofport_seen, r) for s, r in zip(samples, remote, strict=True)]
+        ),
+    }
 
 
 def by_index(samples: list[Sample], step: int) -> list[dict[str, Any]]:
@@ -117,6 +155,7 @@ def report(
             },
         ],
         "breakdown": {
+            "stages": stages(samples),
             "ratio_other_node_to_same_node": {
                 "p50": ratio(remote["p50_ms"], local["p50_ms"]),
                 "p99": ratio(remote["p99_ms"], local["p99_ms"]),

@@ -3,7 +3,8 @@
 * :class:`Prober` runs ``bench/netready_prober.py`` with the host's python
   inside a pod's netns and collects its verdict on every IP it is fed;
 * :func:`ovsdb_monitor` reports every pod port a node's CNI commits to OVSDB;
-* :func:`add_returns` reads when each ADD returned from sluice-controller's log;
+* :func:`add_returns` reads when each ADD returned from sluice-controller's log,
+  :func:`controller_stages` when it learnt each pod and installed its flows;
 * :func:`sandbox_lock` holds the flock that serializes runs of the sandbox.
 
 The parsers are pure; the processes are children stopped by pid.
@@ -39,6 +40,11 @@ ADD_LINE = re.compile(
     r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) .*?CNI ADD (\S+)/(\S+) rc=(\d+) in ([\d.]+) ms",
     re.M,
 )
+_STAMP = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) "
+# controller.podwatch: the controller learnt the pod from its OVSDB row
+POD_LINE = re.compile(_STAMP + r".*?controller\.podwatch: pod (\S+) on port \S+: ofport \d+", re.M)
+# controller.reconcile: the barrier after the pod's flows was answered
+FLOWS_LINE = re.compile(_STAMP + r".*?pod flows installed for ([^:]+):", re.M)
 
 
 @dataclass(frozen=True)
@@ -98,13 +104,40 @@ def add_returns(log_text: str, clock: Callable[[str], float] | None = None) -> d
 
     ``clock`` turns ``YYYY-mm-dd HH:MM:SS`` into epoch seconds (local time by default).
     """
+    at = _epoch(clock)
+    return {
+        m.group(3): at(m.group(1), m.group(2))
+        for m in ADD_LINE.finditer(log_text)
+        if m.group(5) == "0"
+    }
+
+
+def _epoch(clock: Callable[[str], float] | None) -> Callable[[str, str], float]:
+    """(``YYYY-mm-dd HH:MM:SS``, ``mmm``) -> epoch seconds, mid-millisecond."""
     to_epoch = clock or (lambda s: time.mktime(time.strptime(s, "%Y-%m-%d %H:%M:%S")))
-    found = {}
-    for m in ADD_LINE.finditer(log_text):
-        if int(m.group(5)) == 0:
-            # why + 0.5 ms: logging truncates to the millisecond; take the middle.
-            found[m.group(3)] = to_epoch(m.group(1)) + (int(m.group(2)) + 0.5) / 1000.0
-    return found
+    # why + 0.5 ms: logging truncates to the millisecond; take the middle.
+    return lambda stamp, ms: to_epoch(stamp) + (int(ms) + 0.5) / 1000.0
+
+
+def controller_stages(
+    log_text: str, clock: Callable[[str], float] | None = None
+) -> tuple[dict[str, float], dict[str, float]]:
+    """When sluice-controller learnt each pod and when its flows were installed.
+
+    Returns ({"namespace/name": wallclock of podwatch's first line},
+    {container-id prefix (12 chars): wallclock of the first "pod flows installed"}).
+    """
+    at = _epoch(clock)
+    seen: dict[str, float] = {}
+    for m in POD_LINE.finditer(log_text):
+        seen.setdefault(m.group(3), at(m.group(1), m.group(2)))
+    installed: dict[str, float] = {}
+    for m in FLOWS_LINE.finditer(log_text):
+        for key in m.group(3).split():
+            parts = key.split("/")  # pod/<container id>/<ifname>
+            if len(parts) == 3:
+                installed.setdefault(parts[1][:12], at(m.group(1), m.group(2)))
+    return seen, installed
 
 
 @dataclass(frozen=True)

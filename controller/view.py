@@ -140,7 +140,9 @@ class PodInfo(_Frozen):
     uid: str = Field(description="pod UID; empty if the runtime did not pass it")
     container_id: str = Field(description="CNI_CONTAINERID of the sandbox")
     ifname: str = Field(description="interface name inside the pod, e.g. eth0")
-    ofport: OfPort | None = Field(description="null until OVS has assigned one")
+    ofport: OfPort | None = Field(
+        description="the requested number (ofport_request) until ovs-vswitchd assigns one"
+    )
     port_name: str = Field(description="OVS port / host-side veth name")
     mac: str = Field(description="pod interface MAC, lowercase colon-separated")
     ips: tuple[str, ...] = Field(description="pod IP addresses, without prefix length")

@@ -27,7 +27,8 @@ Reconnects
     raise ``OvsdbUnavailable``. After a reconnect the server may resend the whole
     database: watchers then see ``create`` for rows they already knew and get
     no ``delete`` for rows removed while disconnected, so consumers must
-    reconcile from ``find_ports`` rather than trust the event stream alone.
+    reconcile from ``find_ports`` rather than trust the event stream alone
+    (``on_resync`` says when).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ovs import jsonrpc, poller, stream
@@ -264,6 +265,14 @@ class OvsdbClient:
         if table not in self._idl.tables:
             raise OvsdbError(reason=f"table {table} is not replicated")
         self._idl.add_watcher(table, callback)
+
+    def on_resync(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` after each reconnect, once the replica holds the whole
+        database again (IDL thread; the same rules as for ``watch``; ``cache()`` works).
+
+        Rows deleted while disconnected get no ``delete`` event: re-read them here.
+        """
+        self._idl.add_resync_callback(callback)
 
     def unwatch(self, table: str, callback: RowCallback) -> None:
         """Stop calling a callback registered with ``watch()``."""

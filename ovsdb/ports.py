@@ -34,7 +34,8 @@ USERSPACE_TSO_KEY = "userspace-tso-enable"
 @dataclass(frozen=True)
 class PortRecord:
     """A port as read from the replica. ``ofport`` is None until vswitchd assigns one,
-    -1 (with ``error`` saying why) when vswitchd could not open the interface."""
+    -1 (with ``error`` saying why) when vswitchd could not open the interface;
+    ``ofport_request`` is the number asked for (None if none)."""
 
     name: str
     ofport: int | None
@@ -42,6 +43,7 @@ class PortRecord:
     mac_in_use: str | None = None
     bridge: str | None = None
     error: str | None = None
+    ofport_request: int | None = None
 
 
 def add_pod_port(
@@ -220,6 +222,7 @@ def _record(iface: Any, bridge: str | None) -> PortRecord:
         mac_in_use=first_value(iface.mac_in_use),
         bridge=bridge,
         error=first_value(iface.error),
+        ofport_request=first_value(iface.ofport_request),
     )
 
 

@@ -84,6 +84,39 @@ class WatchingIdl(app_conn.OvsdbIdl):
         self.cfg_changed = threading.Condition()
         self._snapshots: dict[str, dict[Any, dict[str, Any]]] = {}  # table -> uuid -> snapshot
         self.iface_ofports: dict[Any, tuple[int, ...]] = {}  # Interface uuid -> ofport(+request)
+        self._resync_callbacks: tuple[Callable[[], None], ...] = ()
+        self._monitored_session: int | None = None  # session seqno whose dump we have
+
+    def add_resync_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` (IDL thread) once the replica is whole again after a reconnect."""
+        with self._watch_lock:
+            self._resync_callbacks = (*self._resync_callbacks, callback)
+
+    def run(self) -> Any:
+        """``Idl.run``, then the resync callbacks if this run completed a reconnect.
+
+        # why: a reconnect re-dumps the database as "create" events when the
+        # server cannot resume the old monitor (e.g. it restarted), and rows
+        # deleted meanwhile never get a "delete": watchers must re-read the replica.
+        """
+        changed = super().run()
+        # why _last_seqno: the session's own number also moves on a disconnect;
+        # the IDL's copy moves when it restarts its state machine on the new
+        # session, so MONITORING with a new copy means the fresh dump is applied.
+        session = self._last_seqno
+        if self.state == self.IDL_S_MONITORING and session != self._monitored_session:
+            first = self._monitored_session is None
+            self._monitored_session = session
+            if not first:
+                self._resynced()
+        return changed
+
+    def _resynced(self) -> None:
+        for callback in self._resync_callbacks:
+            try:
+                callback()
+            except Exception:
+                LOG.exception("OVSDB resync callback %r failed", callback)
 
     def cooperative_yield(self) -> None:
         """Do not yield between rows.

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from bench.netready_watch import (
     PROBER,
     Probe,
     add_returns,
+    controller_stages,
     find_rows,
     monitor_rows,
     probe_line,
@@ -106,6 +108,28 @@ def test_add_returns_takes_successful_adds_at_millisecond_precision() -> None:
     assert 1000.1 <= found["0123456789ab"] < 1000.101
 
 
+def test_controller_stages_reads_podwatch_and_reconcile_lines() -> None:
+    cid = "0123456789abcdef" * 4
+    log = "\n".join(
+        [
+            "2025-01-02 03:04:05,100 INFO controller.podwatch: pod default/a on port "
+            "slab: ofport 32768 (requested)",
+            "2025-01-02 03:04:05,180 WARNING controller.podwatch: pod default/a on port "
+            "slab: ovs-vswitchd assigned ofport 32769, not 32768; re-rendering flows",
+            f"2025-01-02 03:04:05,130 INFO controller.reconcile: pod flows installed for "
+            f"pod/{cid}/eth0 pod/feedfacecafe0000/eth0: model 1.0 ms, switch 20.0 ms",
+            f"2025-01-02 03:04:05,190 INFO controller.reconcile: pod flows installed for "
+            f"pod/{cid}/eth0: model 1.0 ms, switch 5.0 ms",
+        ]
+    )
+    seen, installed = controller_stages(log, clock={"2025-01-02 03:04:05": 1000.0}.__getitem__)
+    assert seen == {"default/a": pytest.approx(1000.1005)}
+    assert installed == {
+        cid[:12]: pytest.approx(1000.1305),
+        "feedfacecafe": pytest.approx(1000.1305),
+    }
+
+
 def test_probe_line() -> None:
     assert probe_line("10.244.1.5 ok 1700000000.123456 7\n") == (
         "10.244.1.5",
@@ -148,7 +172,7 @@ def _sample(index: int, remote_ms: float, local_ms: float) -> rec.Sample:
 
 def test_report_compares_the_paths_and_judges_the_target() -> None:
     res = rec.report([_sample(i, 20.0, 10.0) for i in range(4)], {"p": 1}, {}, step=2)
-    remote, local, feed, ofport = res["tables"][0]["rows"]
+    remote, local, feed, ofport, _learnt, _flows = res["tables"][0]["rows"]
     assert remote["p99_ms"] == pytest.approx(20.0, abs=0.01)
     assert local["p99_ms"] == pytest.approx(10.0, abs=0.01)
     assert feed["p50_ms"] == pytest.approx(1.0, abs=0.01)
@@ -156,6 +180,22 @@ def test_report_compares_the_paths_and_judges_the_target() -> None:
     assert res["breakdown"]["ratio_other_node_to_same_node"]["p99"] == pytest.approx(2.0)
     assert res["targets"][0]["met"] is True
     json.dumps(res)
+
+
+def test_report_splits_the_controller_share_out() -> None:
+    samples = [
+        replace(_sample(i, 30.0, 20.0), pod_seen=10.0 + i + 0.002, flows_installed=10.0 + i + 0.012)
+        for i in range(4)
+    ]
+    res = rec.report(samples, {}, {}, step=2)
+    rows = {r["path"]: r for r in res["tables"][0]["rows"]}
+    assert rows["its flows installed, barrier answered (reference)"]["p50_ms"] == pytest.approx(
+        12.0, abs=0.01
+    )
+    stages = res["breakdown"]["stages"]
+    assert stages["controller_learnt_to_flows_installed_ms"]["p50"] == pytest.approx(10.0)
+    assert stages["flows_installed_to_other_node_reply_ms"]["p99"] == pytest.approx(18.0)
+    assert stages["ofport_set_to_other_node_reply_ms"]["n"] == 4
 
 
 def test_report_misses_the_target_and_shows_the_trend_with_the_pod_count() -> None:

@@ -18,6 +18,8 @@ from controller.reconcile import Reconciler, all_keys, desired_for, policy_flows
 from controller.switch import Switch
 from flows import ofmsg
 from flows.ir import Flow
+from flows.policy import flows_for_policies
+from flows.policy_model import PodMeta
 from flows.render import render
 from tests.unit.controller.wire_dp import Wire, WireDatapath
 
@@ -90,3 +92,17 @@ def test_a_fresh_bridge_gets_every_flow_added_in_one_bundle() -> None:
     assert len(inner) == len(flows)
     assert all(m.msg_type == OFP.OFPT_FLOW_MOD and m.flow_mod_command == 0 for m in inner)
     assert sent[-1].msg_type == OFP.OFPT_BARRIER_REQUEST
+
+
+def test_policy_flows_without_policies_skip_the_pods_and_match_the_full_compile() -> None:
+    state = flowstate.state(3, 2)
+    for pod in flowstate.pods(3):
+        meta = PodMeta(pod.namespace, pod.name, {"app": "a"}, (pod.ips[0],), None)
+        state.set_policy_input("k8s_pods", f"{pod.namespace}/{pod.name}", meta)
+    snap = state.snapshot()
+    assert snap.node is not None and not snap.policies
+    ofports = {(p.namespace, p.name): p.ofport for p in snap.pods.values()}
+    pods = [replace(m, ofport=ofports[(m.namespace, m.name)]) for m in snap.k8s_pods.values()]
+    full = flows_for_policies((), pods, snap.namespaces.values(), snap.node, ROUND)
+    assert full
+    assert policy_flows(snap, ROUND) == full
