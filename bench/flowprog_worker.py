@@ -78,11 +78,13 @@ def wait_generation(switch: Switch, generation: int) -> None:
 
 
 def clear_flow_caches() -> None:
-    """Empty every functools cache of the flow compiler, so each trial compiles cold."""
+    """Empty every cache of the flow compiler (functools', flows.memo's), so each trial
+    compiles cold."""
     for name, module in list(sys.modules.items()):
         if name == "flows" or name.startswith("flows."):
             for value in vars(module).values():
-                if callable(getattr(value, "cache_clear", None)):
+                # why not classes: flows.memo.RunMemo itself has the method, unbound
+                if not isinstance(value, type) and callable(getattr(value, "cache_clear", None)):
                     value.cache_clear()
 
 

@@ -62,9 +62,10 @@ def _tombstone(key: str) -> dict[str, Any]:
 class Informer:
     """Keep a local store of one resource kind in sync with the API server.
 
-    `list_fn` is a client method such as `CoreV1Api.list_node` (called with
-    `resource_version`, `timeout_seconds`, `watch`, `allow_watch_bookmarks`,
-    `limit`, `_continue` and, for a raw handler, `_preload_content=False`).
+    `list_fn` is `controller.kubeapi.RawApi.lister(path)` or a client method such
+    as `CoreV1Api.list_node` (called with `resource_version`, `timeout_seconds`,
+    `watch`, `allow_watch_bookmarks`, `limit`, `_continue` and, for a raw
+    handler, `_preload_content=False`).
     `sleep` is injected so tests need not wait.
     """
 

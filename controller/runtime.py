@@ -9,8 +9,6 @@ import socket
 import threading
 from dataclasses import dataclass, field
 
-from kubernetes.client import CoreV1Api, NetworkingV1Api
-
 from cni.ports import OvsdbPortStore
 from controller import nodesetup
 from controller.app import start_osken
@@ -19,6 +17,7 @@ from controller.config import Config
 from controller.datapath import purge_datapath_flows, rundir_of
 from controller.informer import Informer
 from controller.k8s import UPLINK_MAC_ANNOTATION, NodeHandler, api_client
+from controller.kubeapi import NAMESPACES, NETWORK_POLICIES, NODES, PODS, RawApi
 from controller.metrics import Metrics
 from controller.podwatch import PodWatcher
 from controller.policywatch import PolicyInputHandler
@@ -145,18 +144,16 @@ class Controller:
         if api is None:
             LOG.info("no Kubernetes API configured: standalone on podCIDR %s", self.cfg.pod_cidr)
             return
-        core = CoreV1Api(api)
+        self.kube = RawApi(api)
         handler = NodeHandler(node_name(self.cfg), self.state, self._own_node, self._check_peer)
-        self.core = core
-        self.informers.append(Informer("nodes", core.list_node, handler))
-        net = NetworkingV1Api(api)
-        for kind, list_fn in (
-            ("namespaces", core.list_namespace),
-            ("k8s_pods", core.list_pod_for_all_namespaces),
-            ("policies", net.list_network_policy_for_all_namespaces),
+        self.informers.append(Informer("nodes", self.kube.lister(NODES), handler))
+        for kind, path in (
+            ("namespaces", NAMESPACES),
+            ("k8s_pods", PODS),
+            ("policies", NETWORK_POLICIES),
         ):
             self.informers.append(
-                Informer(kind, list_fn, PolicyInputHandler(kind, self.state, api))
+                Informer(kind, self.kube.lister(path), PolicyInputHandler(kind, self.state, api))
             )
         for informer in self.informers:
             informer.start()
@@ -173,7 +170,7 @@ class Controller:
             # why: peers route to our pods by rewriting the destination MAC to our
             # uplink's; they learn it from this annotation on our Node.
             body = {"metadata": {"annotations": {UPLINK_MAC_ANNOTATION: self.uplink.mac}}}
-            self.core.patch_node(node_name(self.cfg), body)
+            self.kube.patch_node(node_name(self.cfg), body)
 
     def _check_peer(self, name: str, node_ip: str | None) -> None:
         """Routing and underlay need every peer on our L2 segment: say so when one is not."""

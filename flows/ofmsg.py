@@ -10,7 +10,8 @@ the same messages straight to bytes (xid 0), which is what the reconciler sends.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from itertools import chain
 from typing import Any, Final
 
 from os_ken.ofproto import nicira_ext
@@ -294,11 +295,18 @@ def encode_delete(flow: Flow) -> bytes:
     return _encode_flow_mod(flow, OFPFC_DELETE_STRICT, b"")
 
 
-def encode_delta(delta: Delta) -> list[bytes]:
-    """``delta_msgs``'s messages, encoded directly: deletes, then adds, then modifies."""
-    msgs = [encode_delete(f) for f in delta.deletes]
-    msgs += [encode_add(f) for f in delta.adds]
-    return msgs + [encode_modify(f) for f in delta.modifies]
+def encode_delta(delta: Delta) -> Iterator[bytes]:
+    """``delta_msgs``'s messages, encoded directly: deletes, then adds, then modifies.
+
+    An iterator: ``Switch.send_batch`` sends while it encodes, so a delta of
+    tens of thousands of flows (a policy over a big cluster) is never held
+    encoded all at once (≈ 150 bytes per flow-mod).
+    """
+    return chain(
+        map(encode_delete, delta.deletes),
+        map(encode_add, delta.adds),
+        map(encode_modify, delta.modifies),
+    )
 
 
 def _encode_flow_mod(flow: Flow, command: int, instructions: bytes) -> bytes:

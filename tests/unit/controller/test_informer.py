@@ -58,11 +58,12 @@ def test_expired_version_means_relist() -> None:
         informer._handle({"type": "ERROR", "object": None, "raw_object": {"code": 500}}, "5")
 
 
-def node(name: str, cidr: str | None, ip: str | None) -> Any:
-    n = obj(name, "1", pod_cidr=cidr, pod_cidrs=[cidr] if cidr else None)
-    addrs = [SimpleNamespace(type="InternalIP", address=ip)] if ip else []
-    n.status = SimpleNamespace(addresses=addrs)
-    return n
+def node(name: str, cidr: str | None, ip: str | None) -> dict[str, Any]:
+    """A Node as the API server's JSON (the handler is raw)."""
+    spec = {"podCIDR": cidr, "podCIDRs": [cidr]} if cidr else {}
+    addrs = [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}]
+    meta = {"name": name, "resourceVersion": "1"}
+    return {"metadata": meta, "spec": spec, "status": {"addresses": addrs if ip else []}}
 
 
 def test_node_handler_tracks_self_and_remotes() -> None:
@@ -76,11 +77,22 @@ def test_node_handler_tracks_self_and_remotes() -> None:
     handler("ADDED", node("n2", "10.244.2.0/24", "198.51.100.12"))
     handler("ADDED", node("n3", None, "198.51.100.13"))
     assert set(state.snapshot().remotes) == {"node/n2"}
-    handler("DELETED", node("n2", "10.244.2.0/24", "198.51.100.12"))
+    handler("DELETED", {"metadata": {"name": "n2", "namespace": None}})  # a relist's tombstone
     assert state.snapshot().remotes == {}
+
+
+def test_node_handler_reads_the_uplink_mac_annotation() -> None:
+    state = NodeState()
+    handler = NodeHandler("me", state, lambda c, ip: None)
+    peer = node("n2", "10.244.2.0/24", "198.51.100.12")
+    peer["metadata"]["annotations"] = {"sluice.io/uplink-mac": "02:00:00:00:00:AA"}
+    handler("ADDED", peer)
+    assert state.snapshot().remotes["node/n2"].uplink_mac == "02:00:00:00:00:aa"
+    assert NodeHandler.raw  # the informer hands it JSON, no client models
 
 
 def test_pod_cidrs_ignores_ipv6() -> None:
     n = node("x", "10.244.0.0/24", None)
-    n.spec.pod_cidrs = ["10.244.0.0/24", "fd00::/64"]
+    n["spec"]["podCIDRs"] = ["10.244.0.0/24", "fd00::/64"]
     assert pod_cidrs(n) == ("10.244.0.0/24",)
+    assert pod_cidrs({"spec": {"podCIDR": "10.244.3.0/24"}}) == ("10.244.3.0/24",)

@@ -94,3 +94,15 @@ def test_new_round_replaces_every_cookie_and_old_round_delete_removes_nothing_el
         Category.POD,
         Category.REMOTE_NODE,
     }
+
+
+def test_unchanged_keys_still_guard_identities_a_changed_key_touches():
+    kept = frozenset({flow(1)})
+    # a changed key that used to hold the same flow must not delete it from the switch
+    assert diff({"a": kept, "b": frozenset()}, {"a": kept, "b": frozenset({flow(1)})}).empty
+    # a changed key wanting a different flow at an unchanged key's identity is a conflict
+    other = frozenset({flow(1, actions=(Output(3),))})
+    with pytest.raises(ValueError, match="share identity"):
+        diff({"a": kept, "b": other}, {"a": kept, "b": frozenset()})
+    # and an unchanged key's flow is not re-added when a changed key also wants it
+    assert diff({"a": kept, "b": kept | {flow(2)}}, {"a": kept}) == Delta(adds=(flow(2),))

@@ -73,3 +73,20 @@ def test_marks_know_their_bits():
     assert fields.TO_POD.load() == Load("reg0", 4, 7, 3)
     assert fields.TARGET_OFPORT.spec() == "reg1[0..31]"
     assert fields.CT_FROM_GATEWAY.field.spec() == "ct_mark[0]"
+
+
+def test_flows_are_compact_and_pickle_without_their_cached_hash():
+    import pickle
+
+    from flows import cookies
+
+    pod_cookie = cookies.make(1, cookies.Category.POD, 40000)
+    cookie = cookies.with_table(pod_cookie, L3_FORWARDING.table_id)
+    a = Flow(L3_FORWARDING, 200, (IP, Match("ip_dst", "10.244.2.9")), (Output(3),), cookie)
+    b = Flow(L3_FORWARDING, 200, (IP, Match("ip_dst", "10.244.2.8")), (Output(3),), cookie)
+    assert not hasattr(a, "__dict__")  # slots: no per-flow attribute dict
+    assert a.cookie is cookie and b.cookie is cookie  # a table-tagged cookie is shared as is
+    hash(a)
+    copy = pickle.loads(pickle.dumps(a))
+    assert copy == a and copy._hash is None and hash(copy) == hash(a)
+    assert a.oxm_match == copy.oxm_match

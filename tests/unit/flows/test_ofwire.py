@@ -155,7 +155,7 @@ def test_recookie_rejects_an_impossible_old_cookie(old):
 
 def test_delta_is_byte_identical_and_in_the_same_order(dp):
     delta = Delta(adds=tuple(FLOWS[:3]), modifies=tuple(FLOWS[3:5]), deletes=tuple(FLOWS[5:8]))
-    assert ofmsg.encode_delta(delta) == [wire(m) for m in ofmsg.delta_msgs(dp, delta)]
+    assert list(ofmsg.encode_delta(delta)) == [wire(m) for m in ofmsg.delta_msgs(dp, delta)]
 
 
 def test_instructions_are_byte_identical_to_os_ken(dp):
