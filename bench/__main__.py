@@ -10,6 +10,8 @@ work directory, and is removed afterwards, also on failure or SIGTERM.
 ``resources`` also needs etcd and the kube-apiserver built by ``python -m
 sandbox.k8sbuild``; its control plane lives in an ``slr-*`` namespace with
 etcd's data in /dev/shm/slr-etcd-*, both removed the same way.
+``datapath``'s cross-node phases use the same etcd and kube-apiserver, in an
+``slb-dpcp-*`` namespace, and are skipped (the record says why) without them.
 ``netready`` instead brings up its own sandbox cluster (``sl-*``, the Kubernetes
 build in /var/cache/sluice) under /tmp/sluice-sandbox.lock and downs it after.
 """

@@ -186,6 +186,15 @@ class SluiceNode(PluginNode):
     def start(self) -> SluiceNode:
         """Netns, OVS, shim, controller, its first flows; stops what it started on failure."""
         super().start()
+        return self.start_services()
+
+    def start_services(self) -> SluiceNode:
+        """OVS, shim, controller and its first flows in the existing netns.
+
+        # why separate from `start`: a multi-node benchmark wires the node
+        # namespaces together (uplinks) before the controllers look for them.
+        Stops everything, the netns included, on failure.
+        """
         try:
             self.ovs = OvsInstance(self.workdir / "ovs", self.ns, self.userspace_tso).start()
             install.install_binary(self.workdir / "bin", sys.executable, install.build_native())

@@ -12,6 +12,12 @@
 # uses the `netdev` userspace datapath, which works everywhere but forwards in
 # ovs-vswitchd's threads (slower, more CPU). The choice is logged below.
 #
+# Userspace TSO (netdev datapath only): SLUICE_USERSPACE_TSO=auto (the default) sets
+# `other_config:userspace-tso-enable` from the controller configuration SLUICE_CONFIG:
+# on in routing and underlay mode, off in overlay and hybrid, whose tunnel port OVS 3.1
+# cannot feed offloaded packets (controller/tso.py). `true`/`false` force it. It is set
+# before ovs-vswitchd starts because OVS reads it only then.
+#
 # The OVS tools read OVS_RUNDIR, OVS_DBDIR and OVS_LOGDIR, exported here, so
 # `ovs-vsctl` and `ovs-appctl` in this container (or on the host, same hostPaths) agree.
 set -euo pipefail
@@ -22,6 +28,9 @@ export OVS_LOGDIR=${OVS_LOGDIR:-/var/log/openvswitch}
 schema=${OVS_SCHEMA:-/usr/share/openvswitch/vswitch.ovsschema}
 db=$OVS_DBDIR/conf.db
 sock=$OVS_RUNDIR/db.sock
+tso=${SLUICE_USERSPACE_TSO:-auto}
+config=${SLUICE_CONFIG:-/etc/sluice/controller.yaml}
+python=${SLUICE_PYTHON:-python3}
 
 log() { echo "ovs-start: $*" >&2; }
 
@@ -54,6 +63,26 @@ init_db() {
         id=$(cat /proc/sys/kernel/random/uuid)
         ovs-vsctl --no-wait set Open_vSwitch . external-ids:system-id="$id"
     fi
+}
+
+set_userspace_tso() {
+    local want=$tso
+    if [ "$want" = auto ]; then
+        # why the controller's own code: the same parser and mode rules as the controller.
+        if ! want=$("$python" -m controller.tso "$config" 2>/dev/null); then
+            log "cannot read the mode from $config: userspace TSO off"
+            want=false
+        fi
+    fi
+    case "$want" in
+    true | false) ;;
+    *)
+        log "SLUICE_USERSPACE_TSO=$tso: expected auto, true or false"
+        return 1
+        ;;
+    esac
+    ovs-vsctl --no-wait set Open_vSwitch . other_config:userspace-tso-enable="$want"
+    log "userspace TSO $want (SLUICE_USERSPACE_TSO=$tso)"
 }
 
 wait_for_db() {
@@ -99,6 +128,7 @@ main() {
     ovsdb=$!
     wait_for_db "$ovsdb" || { stop; exit 1; }
     init_db
+    set_userspace_tso || { stop; exit 1; }
 
     # ovs-vswitchd needs a few descriptors per port: ovs-ctl's limit, else the hard one.
     ulimit -n 65535 2>/dev/null || ulimit -n "$(ulimit -Hn)"

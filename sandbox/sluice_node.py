@@ -1,7 +1,8 @@
 """Install Sluice on a sandbox node the way the DaemonSet does on a real one.
 
 Per node, inside its netns and private mount namespace: its own ovsdb-server and
-ovs-vswitchd (userspace datapath), the CNI binary and conflist in the node's CNI
+ovs-vswitchd (userspace datapath, userspace TSO per the mode as deploy/ovs-start.sh
+sets it: controller/tso.py), the CNI binary and conflist in the node's CNI
 dirs (`python -m cni.install`, as the init container), and `sluice-controller`
 with the same configuration keys as deploy/kubernetes/configmap.yaml. Every
 daemon is recorded through `on_start`, so `sandbox down` stops it by pid.
@@ -20,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from cni import install
+from controller.tso import userspace_tso_default
 from sandbox import netns
 from sandbox.controlplane import SERVICE_CIDR, OnStart
 from sandbox.netns import Proc
@@ -50,7 +52,7 @@ class SluiceCni:
     tunnel: str = "vxlan"
 
     def __call__(self, node: Node, procs: dict[str, Proc], on_start: OnStart) -> None:
-        ensure_ovs(node, procs, on_start)
+        ensure_ovs(node, procs, on_start, userspace_tso_default(self.mode, "netdev"))
         install_cni_files(node)
         cfg = write_controller_config(node, self.kubeconfig, self.mode, self.tunnel)
         ensure_daemon(
@@ -78,8 +80,14 @@ def ensure_daemon(
     return True
 
 
-def ensure_ovs(node: Node, procs: dict[str, Proc], on_start: OnStart) -> None:
-    """ovsdb-server and ovs-vswitchd of this node (started unless running)."""
+def ensure_ovs(
+    node: Node, procs: dict[str, Proc], on_start: OnStart, userspace_tso: bool = False
+) -> None:
+    """ovsdb-server and ovs-vswitchd of this node (started unless running).
+
+    `userspace_tso` is written to `other_config:userspace-tso-enable` before
+    ovs-vswitchd starts (a running one keeps what it started with).
+    """
     d = ovs_dir(node)
     d.mkdir(parents=True, exist_ok=True)
     db = d / "conf.db"
@@ -107,6 +115,10 @@ def ensure_ovs(node: Node, procs: dict[str, Proc], on_start: OnStart) -> None:
     if started:
         _wait(lambda: sock.exists(), f"{sock}")
         _vsctl(node, "--no-wait", "init")
+    tso = "true" if userspace_tso else "false"
+    _vsctl(
+        node, "--no-wait", "set", "Open_vSwitch", ".", f"other_config:userspace-tso-enable={tso}"
+    )
     ensure_daemon(
         node,
         procs,

@@ -328,6 +328,15 @@ def test_openvswitch_keeps_its_state_on_the_host() -> None:
     assert _config().ovsdb == "unix:/var/run/openvswitch/db.sock"
 
 
+def test_openvswitch_reads_the_mode_for_its_userspace_tso_default() -> None:
+    """ovs-start.sh decides userspace TSO from the controller's mode (controller/tso.py)."""
+    ovs = _container("openvswitch")
+    env = {e["name"]: e.get("value") for e in ovs["env"]}
+    assert env["SLUICE_USERSPACE_TSO"] == "auto"
+    assert env["SLUICE_CONFIG"] == f"/etc/sluice/{CONFIG_KEY}"
+    assert _mount(ovs, "/etc/sluice")["readOnly"] is True
+
+
 def test_init_container_installs_into_the_configured_host_dirs() -> None:
     cfg = _config()
     init = _container("install-cni")
@@ -657,3 +666,61 @@ def test_ovs_start_runs_both_daemons_and_stops_on_sigterm(ovs_start: dict[str, A
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists(), f"daemon {pid} outlived ovs-start.sh"
     assert not _healthy(env)
+
+
+def _ovs_start_tso(work: Path, env: dict[str, str]) -> tuple[int, str]:
+    """Run ovs-start.sh until healthy (or exited); return (rc or 0, other_config's TSO key)."""
+    proc = subprocess.Popen(
+        [str(DEPLOY / "ovs-start.sh")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(work / "start.log").open("w"),
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while proc.poll() is None and not _healthy(env):
+            assert time.monotonic() < deadline, (work / "start.log").read_text()
+            time.sleep(0.2)
+        if proc.poll() is not None:
+            return proc.returncode, ""
+        argv = ["ovs-vsctl", f"--db=unix:{work}/db.sock", "get", "Open_vSwitch", "."]
+        argv.append("other_config:userspace-tso-enable")
+        got = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        return 0, got.stdout.strip().strip('"')
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # our own session, started above
+            proc.wait()
+
+
+@pytest.mark.functional
+@pytest.mark.parametrize(
+    ("mode", "setting", "want"),
+    [
+        ("routing", "auto", (0, "true")),
+        ("overlay", "auto", (0, "false")),
+        ("overlay", "true", (0, "true")),
+        ("routing", "bogus", (1, "")),
+    ],
+)
+def test_ovs_start_sets_userspace_tso_from_the_mode(
+    tmp_path_factory: pytest.TempPathFactory, mode: str, setting: str, want: tuple[int, str]
+) -> None:
+    missing = binaries_missing()
+    if missing:
+        pytest.skip(f"Open vSwitch not installed (missing: {', '.join(missing)})")
+    work = tmp_path_factory.mktemp("tso")  # short: unix socket paths <= 107 bytes
+    config = work / CONFIG_KEY
+    config.write_text(yaml.safe_dump({"mode": mode, "datapathType": "netdev"}))
+    env = {
+        **os.environ,
+        **{k: str(work) for k in ("OVS_RUNDIR", "OVS_DBDIR", "OVS_LOGDIR", "OVS_SYSCONFDIR")},
+        "SLUICE_CONFIG": str(config),
+        "SLUICE_USERSPACE_TSO": setting,
+        "SLUICE_PYTHON": sys.executable,
+        "PYTHONPATH": str(REPO),
+    }
+    assert _ovs_start_tso(work, env) == want
