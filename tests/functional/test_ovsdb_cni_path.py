@@ -3,7 +3,7 @@ from changed columns, the pod port committed on its own connection, vswitchd wai
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -13,21 +13,9 @@ import ovsdb
 from ovsdb import podport, schema
 from ovsdb.connection import row_snapshot
 from sandbox.ovs import OvsInstance
-from tests.conftest import require_root
+from tests.functional.conftest import BR
 
 pytestmark = pytest.mark.functional
-
-BR = "br-int"
-
-
-@pytest.fixture
-def client(ovs: OvsInstance) -> Iterator[ovsdb.OvsdbClient]:
-    """An OvsdbClient on the private instance with a netdev br-int."""
-    require_root()
-    c = ovsdb.OvsdbClient(ovs.db_remote, timeout=10.0)
-    ovsdb.ensure_bridge(c, BR, "netdev")
-    yield c
-    c.close()
 
 
 def test_every_event_carries_the_whole_current_row(

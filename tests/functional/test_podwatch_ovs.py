@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,21 +15,9 @@ from controller.podwatch import PodWatcher
 from controller.state import NodeState
 from ovsdb import ports, schema
 from sandbox.ovs import OvsInstance
-from tests.conftest import require_root
+from tests.functional.conftest import BR
 
 pytestmark = pytest.mark.functional
-
-BR = "br-int"
-
-
-@pytest.fixture
-def client(ovs: OvsInstance) -> Iterator[ovsdb.OvsdbClient]:
-    """An OvsdbClient on the private instance with a netdev br-int."""
-    require_root()
-    c = ovsdb.OvsdbClient(ovs.db_remote, timeout=10.0)
-    ovsdb.ensure_bridge(c, BR, "netdev")
-    yield c
-    c.close()
 
 
 def pod_ids(n: int) -> dict[str, str]:
