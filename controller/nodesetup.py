@@ -9,13 +9,13 @@ import ipaddress
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from cni import netns
 from cni.node import NodeNetwork, pod_mtu
+from controller import tso
 from controller.config import Config
 from controller.uplink import default_route_index
 from ovsdb import ports, schema
@@ -37,10 +37,10 @@ class Gateway:
 
 def detect_datapath_type(client: OvsdbClient, wanted: str) -> str:
     """`system` when the kernel module is loaded, else `netdev` (unless `wanted` says)."""
-    if wanted != "auto":
-        return wanted
-    kernel = Path("/sys/module/openvswitch").exists()
-    return "system" if kernel and "system" in ports.datapath_types(client) else "netdev"
+    kernel = (
+        wanted == "auto" and tso.KERNEL_MODULE.exists() and "system" in ports.datapath_types(client)
+    )
+    return tso.resolve_datapath(wanted, kernel)
 
 
 def ensure_bridge(client: OvsdbClient, cfg: Config) -> str:
