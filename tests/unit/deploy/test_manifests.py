@@ -27,6 +27,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -617,14 +618,20 @@ def ovs_start(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
     if missing:
         pytest.skip(f"Open vSwitch not installed (missing: {', '.join(missing)})")
     work = tmp_path_factory.mktemp("ovs")  # short: unix socket paths <= 107 bytes
-    env = {
-        **os.environ,
-        "OVS_RUNDIR": str(work),
-        "OVS_DBDIR": str(work),
-        "OVS_LOGDIR": str(work),
-        "OVS_SYSCONFDIR": str(work),
-        "NODE_NAME": "node-under-test",
-    }
+    env = {**_ovs_env(work), "NODE_NAME": "node-under-test"}
+    with _running_ovs_start(work, env) as proc:
+        yield {"proc": proc, "env": env, "work": work}
+
+
+def _ovs_env(work: Path) -> dict[str, str]:
+    """The environment that points ovs-start.sh and the OVS tools at ``work``."""
+    dirs = ("OVS_RUNDIR", "OVS_DBDIR", "OVS_LOGDIR", "OVS_SYSCONFDIR")
+    return {**os.environ, **{k: str(work) for k in dirs}}
+
+
+@contextmanager
+def _running_ovs_start(work: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """ovs-start.sh in its own session, logging to ``work/start.log``; killed at exit."""
     proc = subprocess.Popen(
         [str(DEPLOY / "ovs-start.sh")],
         env=env,
@@ -632,10 +639,12 @@ def ovs_start(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
         stderr=(work / "start.log").open("w"),
         start_new_session=True,
     )
-    yield {"proc": proc, "env": env, "work": work}
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)  # our own session, started above
-        proc.wait()
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # our own session, started above
+            proc.wait()
 
 
 def _healthy(env: dict[str, str]) -> bool:
@@ -670,14 +679,7 @@ def test_ovs_start_runs_both_daemons_and_stops_on_sigterm(ovs_start: dict[str, A
 
 def _ovs_start_tso(work: Path, env: dict[str, str]) -> tuple[int, str]:
     """Run ovs-start.sh until healthy (or exited); return (rc or 0, other_config's TSO key)."""
-    proc = subprocess.Popen(
-        [str(DEPLOY / "ovs-start.sh")],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=(work / "start.log").open("w"),
-        start_new_session=True,
-    )
-    try:
+    with _running_ovs_start(work, env) as proc:
         deadline = time.monotonic() + 20
         while proc.poll() is None and not _healthy(env):
             assert time.monotonic() < deadline, (work / "start.log").read_text()
@@ -690,10 +692,6 @@ def _ovs_start_tso(work: Path, env: dict[str, str]) -> tuple[int, str]:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         return 0, got.stdout.strip().strip('"')
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)  # our own session, started above
-            proc.wait()
 
 
 @pytest.mark.functional
@@ -716,8 +714,7 @@ def test_ovs_start_sets_userspace_tso_from_the_mode(
     config = work / CONFIG_KEY
     config.write_text(yaml.safe_dump({"mode": mode, "datapathType": "netdev"}))
     env = {
-        **os.environ,
-        **{k: str(work) for k in ("OVS_RUNDIR", "OVS_DBDIR", "OVS_LOGDIR", "OVS_SYSCONFDIR")},
+        **_ovs_env(work),
         "SLUICE_CONFIG": str(config),
         "SLUICE_USERSPACE_TSO": setting,
         "SLUICE_PYTHON": sys.executable,
