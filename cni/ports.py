@@ -6,10 +6,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from typing import Protocol
 
-from ovsdb import ports, schema
+from ovsdb import podport, ports, schema
 from ovsdb.connection import OvsdbClient
+from ovsdb.errors import PortMissing
 from ovsdb.ports import PortRecord
 
 
@@ -30,8 +34,17 @@ class PortStore(Protocol):
 class OvsdbPortStore:
     """PortStore over an `OvsdbClient` (its single IDL thread does the work)."""
 
-    def __init__(self, client: OvsdbClient) -> None:
+    # why: a name deleted this long ago was applied by vswitchd unless it is stuck,
+    # and then the ADD fails on its own; the cap bounds memory under DEL storms.
+    REMOVAL_MEMORY_S = 60.0
+    REMOVAL_MEMORY_MAX = 4096
+
+    def __init__(self, client: OvsdbClient, clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
+        self._clock = clock
+        self._guard = threading.Lock()
+        # name -> when its removal was committed without waiting for ovs-vswitchd
+        self._removed: dict[str, float] = {}
 
     def add_pod_port(
         self, bridge: str, name: str, external_ids: dict[str, str], timeout: float
@@ -42,6 +55,10 @@ class OvsdbPortStore:
         # node) and nothing in the result needs it; the controller learns the port
         # from its row once vswitchd numbered it. CHECK waits before judging it.
         """
+        if self._recently_removed(name):
+            # why: vswitchd keys ports by name; seeing the old row's removal and this
+            # insert in one reconfigure, it would keep the deleted veth's netdev open.
+            self.client.wait_vswitchd(timeout)
         ports.commit_pod_port(self.client, bridge, name, external_ids, timeout=timeout)
 
     def wait_vswitchd(self, timeout: float) -> bool:
@@ -49,8 +66,42 @@ class OvsdbPortStore:
         return self.client.wait_vswitchd(timeout)
 
     def del_port(self, name: str, if_exists: bool = True) -> None:
-        """Delete port `name` (no error when absent and `if_exists`)."""
-        ports.del_port(self.client, name, if_exists=if_exists)
+        """Delete port `name` (no error when absent and `if_exists`).
+
+        Returns once OVSDB committed the removal, not when ovs-vswitchd applied it.
+        # why: on a netdev bridge with many ports each removal costs vswitchd a
+        # reconfigure, and concurrent DELs queued behind one another (burst DEL ~8x
+        # the bridge plugin); the controller removes the flows from the OVSDB row.
+        # why on the server: ADD commits on the plain connection too, so the IDL
+        # replica may not show a port added a moment ago.
+        """
+        if self.client.can_transact:
+            existed = podport.delete_port(self.client, name, self.client.timeout)
+            if not existed and not if_exists:
+                raise PortMissing(name)
+        else:
+            existed = ports.del_port(self.client, name, if_exists=if_exists, wait_vswitchd=False)
+        if existed:
+            self._remember_removal(name)
+
+    def _remember_removal(self, name: str) -> None:
+        now = self._clock()
+        with self._guard:
+            self._removed.pop(name, None)
+            self._removed[name] = now
+            while self._removed:
+                oldest, when = next(iter(self._removed.items()))
+                if (
+                    len(self._removed) <= self.REMOVAL_MEMORY_MAX
+                    and now - when < self.REMOVAL_MEMORY_S
+                ):
+                    break
+                del self._removed[oldest]
+
+    def _recently_removed(self, name: str) -> bool:
+        with self._guard:
+            when = self._removed.pop(name, None)
+        return when is not None and self._clock() - when < self.REMOVAL_MEMORY_S
 
     def find_pod_port(self, container_id: str, if_name: str) -> PortRecord | None:
         """The port CNI made for (container id, ifname), if any."""

@@ -12,6 +12,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from ovs.db import data as ovs_data
+from ovs.db import types as ovs_types
 from ovsdbapp.backend.ovs_idl import command, idlutils
 
 from ovsdb import schema
@@ -30,6 +32,15 @@ def first_value(value: Any) -> Any:
     if isinstance(value, list):
         return value[0] if value else None
     return value
+
+
+def holds_port(br: Any, port: Any) -> bool:
+    """Whether Bridge row ``br`` lists Port row ``port`` in its ports.
+
+    # why: ``port in br.ports`` builds and sorts a Row list of every port (~45 ms
+    # with 1000 ports on the bridge); the column's datum answers by hash.
+    """
+    return ovs_data.Atom(ovs_types.UuidType, port.uuid) in br._data["ports"].values
 
 
 def set_if_changed(row: Any, column: str, value: Any) -> None:
@@ -81,7 +92,7 @@ class _PortCommand(command.BaseCommand):
         port = idlutils.row_by_value(self.api.idl, "Port", "name", name, None)
         if port is None:
             return None
-        if port not in br.ports:
+        if not holds_port(br, port):
             raise PortConflict(name, f"it already exists on another bridge than {br.name}")
         if len(port.interfaces) != 1:
             raise PortConflict(name, f"it already exists with {len(port.interfaces)} interfaces")
@@ -198,7 +209,7 @@ class DelPortCommand(command.BaseCommand):
                 return
             raise PortMissing(self.name)
         for br in self.api.tables["Bridge"].rows.values():
-            if port in br.ports:
+            if holds_port(br, port):
                 br.delvalue("ports", port)
         for iface in port.interfaces:
             iface.delete()

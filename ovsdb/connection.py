@@ -216,6 +216,12 @@ class OvsdbClient:
                 del known[gone]
             return {n for numbers in known.values() for n in numbers}
 
+    def pod_iface_uuid(self, container_id: str, if_name: str) -> Any | None:
+        """The uuid of the CNI's Interface for (container id, ifname), from an index the
+        IDL thread keeps; None if there is none. Check the row in ``cache()``: a row
+        deleted while the session was down may still be indexed."""
+        return self._idl.pod_ifaces.get((container_id, if_name))
+
     def wait_vswitchd(self, timeout: float | None = None) -> bool:
         """Wait until the replica shows every change the server had committed when
         called, and ovs-vswitchd applied them (for transactions that bump next_cfg:

@@ -18,6 +18,7 @@ from typing import Any
 from ovsdbapp.backend.ovs_idl import idlutils
 
 from ovsdb import rpc, schema
+from ovsdb.commands import holds_port
 from ovsdb.connection import OvsdbClient
 from ovsdb.errors import BridgeMissing, OfportRangeExhausted, OvsdbError, OvsdbTimeout, PortConflict
 
@@ -110,7 +111,7 @@ def _exists(client: OvsdbClient, bridge: str, name: str, container_id: str) -> b
         if port is None:
             return False
         holder = idlutils.row_by_value(client.api.idl, "Bridge", "name", bridge, None)
-        if holder is None or port not in holder.ports:
+        if holder is None or not holds_port(holder, port):
             raise PortConflict(name, f"it already exists on another bridge than {bridge}")
         if len(port.interfaces) != 1:
             raise PortConflict(name, f"it already exists with {len(port.interfaces)} interfaces")
@@ -165,3 +166,35 @@ def _ops(bridge: str, name: str, ids: Mapping[str, str], ofport: int) -> list[di
             "mutations": [_BUMP_NEXT_CFG],
         },
     ]
+
+
+def delete_port(client: OvsdbClient, name: str, timeout: float) -> bool:
+    """Drop Port ``name`` (and so its Interfaces) from every bridge; bump next_cfg.
+
+    Returns whether it existed. Both round trips go to the server on the plain
+    connection, so a port just committed there by ``commit_pod_port`` is found
+    even before the IDL replica shows it.
+    """
+    deadline = time.monotonic() + timeout
+    where = [["name", "==", name]]
+    select = {"op": "select", "table": "Port", "where": where, "columns": ["_uuid"]}
+    rows = client.transact([select], timeout)[0].get("rows") or []
+    if not rows:
+        return False
+    port = rows[0]["_uuid"]
+    # why: Port rows are not root rows; dropping the Bridge's reference removes the
+    # Port, and with it the Interfaces only it referenced.
+    ops = [
+        {
+            "op": "mutate",
+            "table": "Bridge",
+            "where": [["ports", "includes", port]],
+            "mutations": [["ports", "delete", port]],
+        },
+        {"op": "mutate", "table": "Open_vSwitch", "where": [], "mutations": [_BUMP_NEXT_CFG]},
+    ]
+    results = client.transact(ops, max(deadline - time.monotonic(), 0.001))
+    failed = rpc.first_error(results)
+    if failed is not None:
+        raise OvsdbError(reason=f"deleting port {name}: {failed[1]}")
+    return bool(results[0].get("count"))

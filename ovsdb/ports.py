@@ -2,8 +2,9 @@
 
 Writers wait until ovs-vswitchd applied the change and then check what it made
 of it: ovsdbapp only logs an interface that failed to open, these helpers
-raise typed errors and remove the half-made port. ``commit_pod_port`` is the
-exception, for the CNI's ADD: it returns once OVSDB committed the port. Readers
+raise typed errors and remove the half-made port. ``commit_pod_port`` and
+``del_port(wait_vswitchd=False)`` are the exceptions, for the CNI's ADD and DEL:
+they return once OVSDB committed the change. Readers
 (``find_ports``, ``bridge_exists``...) answer from the local IDL replica without
 a round trip.
 """
@@ -15,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ovsdbapp.backend.ovs_idl import idlutils
+
 from ovsdb import podport, schema
 from ovsdb.commands import (
     AddPodPortCommand,
@@ -24,6 +27,7 @@ from ovsdb.commands import (
     EnsureInternalPortCommand,
     SetBridgeExternalIdsCommand,
     first_value,
+    holds_port,
 )
 from ovsdb.connection import OvsdbClient
 from ovsdb.errors import BridgeMissing, OvsdbError, PortAddFailed
@@ -180,15 +184,21 @@ def _iface_state(client: OvsdbClient, iface_uuid: uuid.UUID) -> tuple[int | None
 
 
 def del_port(
-    client: OvsdbClient, name: str, if_exists: bool = True, timeout: float | None = None
+    client: OvsdbClient,
+    name: str,
+    if_exists: bool = True,
+    timeout: float | None = None,
+    wait_vswitchd: bool = True,
 ) -> bool:
     """Delete port ``name`` from its bridge; return whether it existed.
 
-    Waits until ovs-vswitchd removed it (its TAP or datapath port is gone).
+    With ``wait_vswitchd`` (the default) it returns once ovs-vswitchd removed it
+    (its TAP or datapath port is gone); without, once OVSDB committed the removal
+    (``next_cfg`` is bumped, so a later ``client.wait_vswitchd()`` covers it).
     Raises PortMissing if it does not exist and ``if_exists`` is False.
     """
     cmd = DelPortCommand(client.api, name, if_exists)
-    with client.transaction(timeout=timeout) as txn:
+    with client.transaction(timeout=timeout, wait_vswitchd=wait_vswitchd, bump_cfg=True) as txn:
         txn.add(cmd)
     return bool(cmd.result)
 
@@ -227,16 +237,34 @@ def _record(iface: Any, bridge: str | None) -> PortRecord:
 
 
 def find_pod_port(client: OvsdbClient, container_id: str, if_name: str) -> PortRecord | None:
-    """The Sluice CNI port of (``container_id``, ``if_name``), or None."""
-    found = find_ports(
-        client,
-        **{
-            schema.OWNER: schema.OWNER_CNI,
-            schema.CONTAINER_ID: container_id,
-            schema.IF_NAME: if_name,
-        },
-    )
-    return found[0] if found else None
+    """The Sluice CNI port of (``container_id``, ``if_name``), or None.
+
+    Looked up in the client's index of CNI ports, then checked against the row.
+    """
+    iface_uuid = client.pod_iface_uuid(container_id, if_name)
+    with client.cache() as tables:
+        iface = tables["Interface"].rows.get(iface_uuid) if iface_uuid is not None else None
+        if iface is None:
+            return None
+        ids = iface.external_ids
+        if (ids.get(schema.OWNER), ids.get(schema.CONTAINER_ID), ids.get(schema.IF_NAME)) != (
+            schema.OWNER_CNI,
+            container_id,
+            if_name,
+        ):
+            return None
+        return _record(iface, _bridge_of_port(client, tables, iface.name))
+
+
+def _bridge_of_port(client: OvsdbClient, tables: dict[str, Any], name: str) -> str | None:
+    """Name of the bridge holding Port ``name`` (caller holds ``client.cache()``)."""
+    port = idlutils.row_by_value(client.api.idl, "Port", "name", name, None)
+    if port is None:
+        return None
+    for br in tables["Bridge"].rows.values():
+        if holds_port(br, port):
+            return str(br.name)
+    return None
 
 
 def bridge_exists(client: OvsdbClient, name: str) -> bool:

@@ -249,6 +249,30 @@ def test_find_pod_port_only_sees_cni_owned_rows(
         ovsdb.del_port(client, theirs)
 
 
+def test_find_pod_port_follows_external_ids_changes_made_elsewhere(
+    ovs: OvsInstance, client: ovsdb.OvsdbClient, bridge: str, ifname: IdGen
+) -> None:
+    """The lookup is indexed by (container id, ifname); the index must follow rows
+    that another OVSDB client relabels, disowns or deletes."""
+    name = ifname("x")
+    _add(client, name, "c1")
+    try:
+        ovs.vsctl("set", "Interface", name, f"external_ids:{schema.CONTAINER_ID}=c2")
+        assert client.wait_vswitchd(timeout=10.0)
+        assert ovsdb.find_pod_port(client, "c1", "eth0") is None
+        rec = ovsdb.find_pod_port(client, "c2", "eth0")
+        assert rec is not None and rec.name == name
+        ovs.vsctl("set", "Interface", name, f"external_ids:{schema.OWNER}=other")
+        assert client.wait_vswitchd(timeout=10.0)
+        assert ovsdb.find_pod_port(client, "c2", "eth0") is None
+        ovs.vsctl("set", "Interface", name, f"external_ids:{schema.OWNER}={schema.OWNER_CNI}")
+        assert client.wait_vswitchd(timeout=10.0)
+        assert ovsdb.find_pod_port(client, "c2", "eth0") is not None
+    finally:
+        ovsdb.del_port(client, name)
+    assert ovsdb.find_pod_port(client, "c2", "eth0") is None
+
+
 def test_bridge_external_ids_merge(client: ovsdb.OvsdbClient, bridge: str) -> None:
     ovsdb.set_bridge_external_ids(client, bridge, {schema.FLOW_ROUND: "1", "x": "y"})
     ovsdb.set_bridge_external_ids(client, bridge, {schema.FLOW_ROUND: "2"})

@@ -3,13 +3,16 @@ from changed columns, the pod port committed on its own connection, vswitchd wai
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import pytest
 
 import ovsdb
+from cni.ports import OvsdbPortStore
 from ovsdb import podport, schema
 from ovsdb.connection import row_snapshot
 from sandbox.ovs import OvsInstance
@@ -171,3 +174,47 @@ def test_concurrent_pod_ports_get_distinct_numbers(
     finally:
         for name in names:
             ovsdb.del_port(client, name)
+
+
+def test_port_store_del_does_not_wait_but_readding_the_name_does(
+    ovs: OvsInstance, client: ovsdb.OvsdbClient, ifname: Callable[[str], str]
+) -> None:
+    """The CNI's DEL returns once OVSDB dropped the port, even with ovs-vswitchd
+    frozen; an ADD of that same name then waits for vswitchd to apply the removal
+    (vswitchd keys ports by name), while an ADD of another name does not."""
+    store = OvsdbPortStore(client)
+    name, other = ifname("r"), ifname("o")
+    vswitchd = ovs.pids["ovs-vswitchd"]
+    try:
+        ovsdb.add_pod_port(client, BR, name, _ids("c1"), iface_type="internal")
+        os.kill(vswitchd, signal.SIGSTOP)
+        with ThreadPoolExecutor(2) as pool:
+            pool.submit(store.del_port, name).result(timeout=5.0)
+            same = pool.submit(store.add_pod_port, BR, name, _ids("c1"), 10.0)
+            pool.submit(store.add_pod_port, BR, other, _ids("c2"), 10.0).result(timeout=5.0)
+            done, _ = wait([same], timeout=1.0)
+            assert not done, "re-adding a just-removed name must wait for ovs-vswitchd"
+            os.kill(vswitchd, signal.SIGCONT)
+            same.result(timeout=10.0)
+    finally:
+        os.kill(vswitchd, signal.SIGCONT)
+        for n in (name, other):
+            store.del_port(n)
+        assert client.wait_vswitchd(timeout=10.0)  # the internal port's TAP is gone
+    assert ovsdb.find_pod_port(client, "c1", "eth0") is None
+
+
+def test_port_store_deletes_a_port_the_replica_does_not_show_yet(
+    ovs: OvsInstance, client: ovsdb.OvsdbClient, ifname: Callable[[str], str]
+) -> None:
+    """ADD commits on the plain connection; a DEL right after it must remove the
+    port even while the IDL replica has not applied the insert (held here by
+    keeping the replica's lock, which the IDL thread needs to apply updates)."""
+    store = OvsdbPortStore(client)
+    name = ifname("d")
+    with client.cache():
+        store.add_pod_port(BR, name, _ids("c1"), 10.0)
+        store.del_port(name)
+    assert client.wait_vswitchd(timeout=10.0)
+    assert ovsdb.find_pod_port(client, "c1", "eth0") is None
+    assert name not in ovs.vsctl("list-ports", BR).split()
