@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import threading
 import time
 from contextlib import ExitStack
@@ -76,7 +75,7 @@ from sandbox.cli import FetchError, command_fetch, controller_url
 from sandbox.controlplane import ControlPlane
 from sandbox.images import PAUSE_IMAGE
 from sandbox.node import Node
-from sandbox.sluice_node import SluiceCni
+from sandbox.sluice_node import SluiceCni, find_interfaces
 
 STATE_DIR = Path("/var/lib/sluice-sandbox-bench-netready")
 TARGETS = ("node2", "node3")  # the new pods' nodes; the remote prober is on SOURCE
@@ -117,22 +116,7 @@ def apply(cp: ControlPlane, bodies: list[dict[str, Any]]) -> None:
 
 def node_ports(node: Node) -> list[PortRow]:
     """The pod ports in a node's OVSDB now."""
-    out = subprocess.run(
-        [
-            "ovs-vsctl",
-            f"--db=unix:{node.dir / 'ovs' / 'db.sock'}",
-            "--timeout=10",
-            "--format=json",
-            "--columns=external_ids",
-            "find",
-            "Interface",
-            f"external_ids:{schema.OWNER}={schema.OWNER_CNI}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return find_rows(out.stdout)
+    return find_rows(find_interfaces(node, f"external_ids:{schema.OWNER}={schema.OWNER_CNI}"))
 
 
 def start_cluster(stack: ExitStack, down_errors: list[str]) -> tuple[ControlPlane, dict[str, Node]]:

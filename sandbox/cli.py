@@ -26,7 +26,7 @@ from controller import config as controller_config
 from sandbox import cluster
 from sandbox.cluster import DEFAULT_STATE_DIR
 from sandbox.controlplane import pod_network
-from sandbox.sluice_node import SluiceCni, ovs_env
+from sandbox.sluice_node import SluiceCni, find_interfaces, ovs_env
 
 KUBECTL = Path("/var/cache/sluice/k8s-v1.20.2/bin/kubectl")
 
@@ -163,22 +163,12 @@ def pod_netns(state_dir: Path, namespace: str, pod: str) -> tuple[str, str]:
     """(node name, netns path) of a pod, from the API server and the node's OVSDB."""
     node_name = pod_node(state_dir, namespace, pod)
     node = _node(state_dir, node_name)
-    rows = subprocess.run(
-        [
-            "ovs-vsctl",
-            "--format=json",
-            "--columns=external_ids",
-            "find",
-            "Interface",
-            f"external_ids:sluice-pod-namespace={namespace}",
-            f"external_ids:sluice-pod-name={pod}",
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **ovs_env(node)},
-        check=True,
+    rows = find_interfaces(
+        node,
+        f"external_ids:sluice-pod-namespace={namespace}",
+        f"external_ids:sluice-pod-name={pod}",
     )
-    for (ext,) in json.loads(rows.stdout)["data"]:
+    for (ext,) in json.loads(rows)["data"]:
         ids = dict(ext[1])
         if ids.get("sluice-netns"):
             return node_name, ids["sluice-netns"]

@@ -147,6 +147,12 @@ def _vsctl(node: Node, *args: str) -> str:
     ).stdout
 
 
+def find_interfaces(node: Node, *conditions: str) -> str:
+    """``ovs-vsctl --format=json --columns=external_ids find Interface CONDITIONS...``
+    on the node's OVS (conditions as ``external_ids:sluice-owner=cni``); the JSON text."""
+    return _vsctl(node, "--format=json", "--columns=external_ids", "find", "Interface", *conditions)
+
+
 def _wait(cond: object, what: str) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while not cond():  # type: ignore[operator]

@@ -13,6 +13,7 @@ from typing import Any
 
 from sandbox import cluster, netns
 from sandbox.node import Node
+from sandbox.sluice_node import find_interfaces
 
 REST_URL = "http://127.0.0.1:9595"  # sluice-controller's REST API, inside each node netns
 
@@ -52,21 +53,7 @@ print(json.dumps(res))
 
 def pod_netns_paths(node: Node) -> dict[str, str]:
     """pod "ns/name" → netns path, from the node's OVSDB (as sandbox/cli.py pod_netns)."""
-    out = subprocess.run(
-        [
-            "ovs-vsctl",
-            f"--db=unix:{node.dir / 'ovs' / 'db.sock'}",
-            "--timeout=10",
-            "--format=json",
-            "--columns=external_ids",
-            "find",
-            "Interface",
-            "external_ids:sluice-owner=cni",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = find_interfaces(node, "external_ids:sluice-owner=cni")
     found = {}
     for (ext,) in json.loads(out)["data"]:
         ids = dict(ext[1])
