@@ -20,6 +20,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from cni import ipam, netns, nlbatch
 from cni.config import NetConf
+from cni.nlbatch import IPAddr
 from cni.node import NodeNetwork, PodIdentity, host_ifname, link_alias
 from cni.ports import PortStore
 from cni.skel import CmdArgs
@@ -147,10 +148,31 @@ def _configure(
     node: NodeNetwork,
 ) -> None:
     netns.configure_pod_interface(
-        pod, veth.peer_index, [ip.address for ip in result.ips], [(r.dst, r.gw) for r in routes]
+        pod,
+        veth.peer_index,
+        [ip.address for ip in result.ips],
+        [(r.dst, r.gw) for r in routes],
+        _gateway_neighbours(routes, node),
     )
     if node.tx_checksum_off:
         pod.set_tx_checksum(veth.peer_name, False)
+
+
+def _gateway_neighbours(routes: list[Route], node: NodeNetwork) -> list[tuple[IPAddr, str]]:
+    """(gw0's IP, gw0's MAC) when a route goes through gw0's IP (the first IP of a
+    podCIDR).
+
+    # why: the pod's first reply otherwise waits for an ARP exchange with the ARP
+    # responder, one more pass through ovs-vswitchd's main loop, which on a busy
+    # netdev node is the slow part of a new pod becoming reachable. The pipeline
+    # routes on IP and never matches eth_dst, so the entry cannot misdirect
+    # traffic even if gw0 is re-created with another MAC.
+    """
+    if not node.gateway_mac:
+        return []
+    gw_ips = {ipaddress.ip_network(c, strict=False).network_address + 1 for c in node.pod_cidrs}
+    used = {r.gw for r in routes if r.gw is not None and r.gw in gw_ips}
+    return [(gw, node.gateway_mac) for gw in sorted(used, key=str)]
 
 
 def _routes(result: Result) -> list[Route]:

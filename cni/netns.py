@@ -261,12 +261,14 @@ def configure_pod_interface(
     index: int,
     addresses: Sequence[Address],
     routes: Sequence[tuple[Network, IPAddr | None]],
+    neighbours: Sequence[tuple[IPAddr, str]] = (),
 ) -> None:
-    """Add addresses to link `index`, then routes, in one datagram.
+    """Add addresses to link `index`, then routes, then permanent neighbours
+    (IP, MAC), in one datagram.
 
     Raises NetlinkError naming the first request the kernel refused.
     """
-    nlbatch.send_batch(pod.rt, nlbatch.address_requests(index, addresses, routes))
+    nlbatch.send_batch(pod.rt, nlbatch.address_requests(index, addresses, routes, neighbours))
 
 
 def link_addresses(ipr: IPRoute, index: int) -> set[Address]:

@@ -29,6 +29,7 @@ from pyroute2.netlink import (
     NLM_F_ACK,
     NLM_F_CREATE,
     NLM_F_EXCL,
+    NLM_F_REPLACE,
     NLM_F_REQUEST,
     SOL_NETLINK,
 )
@@ -37,6 +38,7 @@ from pyroute2.netlink.rtnl import (
     RTM_DELLINK,
     RTM_NEWADDR,
     RTM_NEWLINK,
+    RTM_NEWNEIGH,
     RTM_NEWROUTE,
     rt_proto,
     rt_scope,
@@ -45,6 +47,7 @@ from pyroute2.netlink.rtnl import (
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT, ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 Address = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -53,6 +56,7 @@ IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _REQ = NLM_F_REQUEST | NLM_F_ACK
 _NEW = _REQ | NLM_F_CREATE | NLM_F_EXCL
+_SET = _REQ | NLM_F_CREATE | NLM_F_REPLACE
 _RT_TABLE_MAIN = 254
 _RECV_SIZE = 65536
 _WHAT = {
@@ -60,6 +64,7 @@ _WHAT = {
     RTM_DELLINK: "delete link",
     RTM_NEWADDR: "add address",
     RTM_NEWROUTE: "add route",
+    RTM_NEWNEIGH: "set neighbour",
 }
 
 
@@ -173,11 +178,16 @@ def delete_link(sock: socket.socket, name: str) -> bool:
 
 
 def address_requests(
-    index: int, addresses: Sequence[Address], routes: Sequence[tuple[Network, IPAddr | None]]
+    index: int,
+    addresses: Sequence[Address],
+    routes: Sequence[tuple[Network, IPAddr | None]],
+    neighbours: Sequence[tuple[IPAddr, str]] = (),
 ) -> list[Any]:
-    """Link `index`'s addresses, then its routes (the order they must go in)."""
+    """Link `index`'s addresses, then its routes (the order they must go in), then
+    its permanent neighbours."""
     requests: list[Any] = [new_address(index, addr) for addr in addresses]
     requests += [new_route(index, dst, gw) for dst, gw in routes]
+    requests += [set_neighbour(index, ip, mac) for ip, mac in neighbours]
     return requests
 
 
@@ -190,6 +200,16 @@ def new_address(index: int, address: Address) -> ifaddrmsg:
     ip = str(address.ip)
     msg["attrs"] = [("IFA_LOCAL", ip), ("IFA_ADDRESS", ip)]
     return _header(msg, RTM_NEWADDR, _NEW)
+
+
+def set_neighbour(index: int, ip: IPAddr, mac: str) -> ndmsg:
+    """RTM_NEWNEIGH: `ip` is at `mac` on link `index`, permanently (created or replaced)."""
+    msg = ndmsg()
+    msg["family"] = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+    msg["ifindex"] = index
+    msg["state"] = NUD_PERMANENT
+    msg["attrs"] = [("NDA_DST", str(ip)), ("NDA_LLADDR", mac)]
+    return _header(msg, RTM_NEWNEIGH, _SET)
 
 
 def new_route(index: int, dst: Network, gateway: IPAddr | None) -> rtmsg:

@@ -22,6 +22,7 @@ class NodeNetwork:
     `pod_cidrs` is empty until the node's podCIDR is known (ADD then answers
     "try again later"). `tx_checksum_off` is true on the netdev datapath without
     userspace TSO, where TCP fails unless the pod veth computes its checksums.
+    `gateway_mac` lets ADD give the pod a permanent neighbour entry for gw0.
     """
 
     bridge: str
@@ -30,6 +31,7 @@ class NodeNetwork:
     tx_checksum_off: bool
     state_dir: str
     ovsdb_timeout: float = 10.0
+    gateway_mac: str = ""  # gw0's MAC, once gw0 exists; "" when not known
 
 
 def pod_mtu(uplink_mtu: int, mode: str, tunnel: str) -> int:

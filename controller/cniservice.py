@@ -54,11 +54,11 @@ class CniService:
         with self._lock:
             return self._node
 
-    def set_pod_cidrs(self, cidrs: tuple[str, ...]) -> None:
-        """Use the node's podCIDR(s) learnt from the Node object."""
+    def set_pod_cidrs(self, cidrs: tuple[str, ...], gateway_mac: str = "") -> None:
+        """Use the node's podCIDR(s) learnt from the Node object (and gw0's MAC)."""
         with self._lock:
             known = bool(self._node.pod_cidrs)
-            self._node = replace(self._node, pod_cidrs=cidrs)
+            self._node = replace(self._node, pod_cidrs=cidrs, gateway_mac=gateway_mac)
         if not known:
             for error in self.sweep_dead_attachments():
                 LOG.warning("GC after podCIDR: %s", error)

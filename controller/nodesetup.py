@@ -113,8 +113,11 @@ def node_mtu(cfg: Config, ipr: IPRoute) -> int:
     return cfg.mtu or pod_mtu(uplink_mtu(cfg, ipr), cfg.mode, cfg.tunnel_type)
 
 
-def node_network(client: OvsdbClient, cfg: Config, pod_cidrs: tuple[str, ...]) -> NodeNetwork:
-    """What the CNI server needs: bridge, podCIDRs, MTU and the checksum workaround."""
+def node_network(
+    client: OvsdbClient, cfg: Config, pod_cidrs: tuple[str, ...], gateway_mac: str = ""
+) -> NodeNetwork:
+    """What the CNI server needs: bridge, podCIDRs, gw0's MAC, MTU and the checksum
+    workaround."""
     dp_type = ports.bridge_datapath_type(client, cfg.bridge) or "netdev"
     tso = ports.userspace_tso_enabled(client)
     with IPRoute() as ipr:
@@ -127,6 +130,7 @@ def node_network(client: OvsdbClient, cfg: Config, pod_cidrs: tuple[str, ...]) -
         # pod's partial checksums untouched and TCP peers drop the segments.
         tx_checksum_off=dp_type == "netdev" and not tso,
         state_dir=cfg.cni.state_dir,
+        gateway_mac=gateway_mac,
     )
 
 

@@ -108,10 +108,17 @@ def test_pod_interface_gets_addresses_routes_and_comes_up(spaces: tuple[str, str
         (ipaddress.ip_network("10.99.0.0/16"), None),
         (ipaddress.ip_network("::/0"), ipaddress.ip_address("fd00:9::1")),
     ]
+    gw_mac = "0a:58:0a:fa:09:01"
     with plugged(host, pod) as (_, pod_ns, veth):
         netns.bring_up_pod_interface(pod_ns, veth.peer_index)
-        netns.configure_pod_interface(pod_ns, veth.peer_index, addrs, routes)
+        netns.configure_pod_interface(
+            pod_ns, veth.peer_index, addrs, routes, [(routes[0][1], gw_mac)]
+        )
     assert "UP" in link(pod, "lo")["flags"] and "UP" in link(pod, "eth0")["flags"]
+    neigh = json.loads(ip("-n", pod, "-j", "neigh", "show", "dev", "eth0").stdout)
+    assert [(n["dst"], n["lladdr"], n["state"]) for n in neigh] == [
+        ("10.250.9.1", gw_mac, ["PERMANENT"])
+    ]
     shown = json.loads(ip("-n", pod, "-j", "addr", "show", "eth0").stdout)[0]["addr_info"]
     assert {"10.250.9.5/24", "fd00:9::5/64"} <= {f"{a['local']}/{a['prefixlen']}" for a in shown}
     v4 = json.loads(ip("-n", pod, "-j", "route", "show", "dev", "eth0").stdout)

@@ -43,6 +43,10 @@ def test_two_pods_plugged_in_and_talking(cni_node: CniNode, pod_netns: Callable[
     assert routes[0]["gateway"] == "10.250.1.1"
     features = in_netns(pod_name, "ethtool", "-k", "eth0").stdout
     assert "tx-checksumming: off" in features
+    # gw0's MAC is known without an ARP exchange
+    (gw0,) = json.loads(ip("-n", cni_node.name, "-j", "link", "show", "gw0").stdout)
+    neigh = json.loads(ip("-n", pod_name, "-j", "neigh", "show", "10.250.1.1").stdout)
+    assert [(n["lladdr"], n["state"]) for n in neigh] == [(gw0["address"], ["PERMANENT"])]
 
     # OVSDB: the port with the pod's identity, ofport in the high range
     (row,) = [p for p in cni_node.numbered_pod_ports() if p["name"] == host_if["name"]]
