@@ -353,8 +353,30 @@ def _kill_cgroup_members(st: StateFile, errors: list[str]) -> None:
         pids = sorted({pid for r in roots for pid in netns.pids_in_cgroup_tree(r)})
         if not pids:
             return
+        thawed = thaw_frozen_cgroups(roots)
+        if thawed:
+            progress(f"thawed frozen cgroups: {thawed}")
         _stop("pod processes", {pid: netns.proc_starttime(pid) for pid in pids}, timeout=1)
     errors.append(f"processes left in cgroups: {pids}")
+
+
+def thaw_frozen_cgroups(roots: list[Path]) -> list[str]:
+    """Thaw every frozen freezer cgroup under ``roots``; return the ones thawed.
+
+    # why: runc freezes a container's cgroup while it kills it; if runc or its
+    # shim is stopped in between, the cgroup stays FROZEN and its processes sleep
+    # in the kernel, deaf even to SIGKILL (seen once in ~20 sandbox downs).
+    """
+    thawed = []
+    for root in roots:
+        for state in sorted(root.rglob("freezer.state")) if root.is_dir() else ():
+            try:
+                if state.read_text().strip() != "THAWED":
+                    state.write_text("THAWED")
+                    thawed.append(str(state.parent.relative_to(root)))
+            except OSError:  # the cgroup went away meanwhile
+                continue
+    return thawed
 
 
 def _kill_control_plane(st: StateFile) -> None:
