@@ -21,7 +21,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from cni import ipam, netns, nlbatch
 from cni.config import NetConf
 from cni.nlbatch import IPAddr
-from cni.node import NodeNetwork, PodIdentity, host_ifname, link_alias
+from cni.node import NodeNetwork, PodIdentity, gateway_ip, host_ifname, link_alias
 from cni.ports import PortStore
 from cni.skel import CmdArgs
 from cni.types import (
@@ -170,7 +170,7 @@ def _gateway_neighbours(routes: list[Route], node: NodeNetwork) -> list[tuple[IP
     """
     if not node.gateway_mac:
         return []
-    gw_ips = {ipaddress.ip_network(c, strict=False).network_address + 1 for c in node.pod_cidrs}
+    gw_ips = {gateway_ip(c) for c in node.pod_cidrs}
     used = {r.gw for r in routes if r.gw is not None and r.gw in gw_ips}
     return [(gw, node.gateway_mac) for gw in sorted(used, key=str)]
 

@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from cni.node import gateway_ip
 from cni.types import (
     ERR_INVALID_CONFIG,
     ERR_IPAM,
@@ -42,7 +43,7 @@ def default_ipam(subnets: Sequence[str], data_dir: str) -> dict[str, Any]:
     routes = []
     for cidr in subnets:
         net = ipaddress.ip_network(cidr)
-        ranges.append([{"subnet": str(net), "gateway": str(net.network_address + 1)}])
+        ranges.append([{"subnet": str(net), "gateway": str(gateway_ip(cidr))}])
         routes.append({"dst": "0.0.0.0/0" if net.version == 4 else "::/0"})
     return {"type": "host-local", "ranges": ranges, "routes": routes, "dataDir": data_dir}
 

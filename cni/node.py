@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +33,11 @@ class NodeNetwork:
     state_dir: str
     ovsdb_timeout: float = 10.0
     gateway_mac: str = ""  # gw0's MAC, once gw0 exists; "" when not known
+
+
+def gateway_ip(pod_cidr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """gw0's address on a podCIDR: its first IP (also the pods' gateway)."""
+    return ipaddress.ip_network(pod_cidr).network_address + 1
 
 
 def pod_mtu(uplink_mtu: int, mode: str, tunnel: str) -> int:

@@ -14,7 +14,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from cni import netns
-from cni.node import NodeNetwork, pod_mtu
+from cni.node import NodeNetwork, gateway_ip, pod_mtu
 from controller import tso
 from controller.config import Config
 from controller.uplink import default_route_index
@@ -62,7 +62,7 @@ def ensure_gateway(client: OvsdbClient, cfg: Config, pod_cidr: str) -> Gateway:
     """gw0 as an internal port (ofport 2) holding the podCIDR's first IP, up, with a
     route for the cluster CIDR through it."""
     net = ipaddress.ip_network(pod_cidr)
-    address = ipaddress.ip_interface(f"{net.network_address + 1}/{net.prefixlen}")
+    address = ipaddress.ip_interface(f"{gateway_ip(pod_cidr)}/{net.prefixlen}")
     ofport = ports.ensure_internal_port(
         client, cfg.bridge, schema.GATEWAY_PORT, ofport_request=schema.GATEWAY_OFPORT
     )

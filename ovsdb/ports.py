@@ -31,6 +31,7 @@ from ovsdb.commands import (
 )
 from ovsdb.connection import OvsdbClient
 from ovsdb.errors import BridgeMissing, OvsdbError, PortAddFailed
+from ovsdb.replica import pod_key
 
 USERSPACE_TSO_KEY = "userspace-tso-enable"
 
@@ -246,12 +247,7 @@ def find_pod_port(client: OvsdbClient, container_id: str, if_name: str) -> PortR
         iface = tables["Interface"].rows.get(iface_uuid) if iface_uuid is not None else None
         if iface is None:
             return None
-        ids = iface.external_ids
-        if (ids.get(schema.OWNER), ids.get(schema.CONTAINER_ID), ids.get(schema.IF_NAME)) != (
-            schema.OWNER_CNI,
-            container_id,
-            if_name,
-        ):
+        if pod_key(iface.external_ids) != (container_id, if_name):
             return None
         return _record(iface, _bridge_of_port(client, tables, iface.name))
 

@@ -84,7 +84,7 @@ class WatchingIdl(app_conn.OvsdbIdl):
         self.cfg_changed = threading.Condition()
         self._snapshots: dict[str, dict[Any, dict[str, Any]]] = {}  # table -> uuid -> snapshot
         self.iface_ofports: dict[Any, tuple[int, ...]] = {}  # Interface uuid -> ofport(+request)
-        # (container id, ifname) -> Interface uuid, for the CNI's ports (see pod_iface)
+        # (container id, ifname) -> Interface uuid of the CNI's ports (OvsdbClient.pod_iface_uuid)
         self.pod_ifaces: dict[tuple[str, str], Any] = {}
         self._resync_callbacks: tuple[Callable[[], None], ...] = ()
         self._monitored_session: int | None = None  # session seqno whose dump we have
@@ -175,7 +175,7 @@ class WatchingIdl(app_conn.OvsdbIdl):
         # row's external_ids under the replica lock (~130 ms per CNI DEL or CHECK).
         """
         if event == "delete":
-            key = _pod_key(row.external_ids)
+            key = pod_key(row.external_ids)
             if key is not None and self.pod_ifaces.get(key) == row.uuid:
                 del self.pod_ifaces[key]
             return
@@ -183,10 +183,10 @@ class WatchingIdl(app_conn.OvsdbIdl):
         if changed is not None and "external_ids" not in changed:
             return
         if changed is not None:
-            old = _pod_key(updates.external_ids)
+            old = pod_key(updates.external_ids)
             if old is not None and self.pod_ifaces.get(old) == row.uuid:
                 del self.pod_ifaces[old]
-        key = _pod_key(row.external_ids)
+        key = pod_key(row.external_ids)
         if key is not None:
             self.pod_ifaces[key] = row.uuid
 
@@ -217,7 +217,7 @@ class WatchingIdl(app_conn.OvsdbIdl):
         return snap
 
 
-def _pod_key(ids: dict[str, str]) -> tuple[str, str] | None:
+def pod_key(ids: dict[str, str]) -> tuple[str, str] | None:
     """(container id, ifname) of a port the CNI made, from its external_ids."""
     if ids.get(schema.OWNER) != schema.OWNER_CNI or schema.CONTAINER_ID not in ids:
         return None
