@@ -203,7 +203,11 @@ class Capture:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        cmd = [*enter_netns(CP_NETNS), "tcpdump", "-i", "fab-node1", "-nn", "-U", "-s", "128"]
+        # why --immediate-mode: otherwise libpcap's TPACKET_V3 ring hands packets
+        # over per filled block or once a second, and a mesh that ends sooner is
+        # stopped by SIGINT with every packet still in the ring (0 captured).
+        cmd = [*enter_netns(CP_NETNS), "tcpdump", "-i", "fab-node1", "-nn", "-s", "128"]
+        cmd += ["-U", "--immediate-mode"]
         self.proc = subprocess.Popen(
             [*cmd, "-w", str(path)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
         )
