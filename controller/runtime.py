@@ -85,7 +85,6 @@ class Controller:
     metrics: Metrics = field(default_factory=Metrics)
     switch: Switch = field(init=False)
     uplink: Uplink | None = None
-    gateway_mac: str = ""  # gw0's, once _set_node made it
     peer_problems: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -161,12 +160,12 @@ class Controller:
 
     def _own_node(self, cidrs: tuple[str, ...], internal_ip: str | None) -> None:
         """This node's Node object: set up gw0 and start serving its podCIDR."""
-        current = self.state.snapshot().node
+        current = self.state.node()
         if current is not None and current.pod_cidrs == cidrs:
             return
         LOG.info("podCIDR %s from the Node object", ",".join(cidrs))
         self._set_node(cidrs[0], internal_ip)
-        self.cni.set_pod_cidrs(cidrs, self.gateway_mac)
+        self.cni.set_pod_cidrs(cidrs, self._gateway_mac())
         if self.uplink is not None and self.cfg.mode != "overlay":
             # why: peers route to our pods by rewriting the destination MAC to our
             # uplink's; they learn it from this annotation on our Node.
@@ -195,7 +194,6 @@ class Controller:
     def _set_node(self, pod_cidr: str, internal_ip: str | None = None) -> None:
         cfg = self.cfg
         gateway = nodesetup.ensure_gateway(self.client, cfg, pod_cidr)
-        self.gateway_mac = gateway.mac
         node_ip = cfg.node_ip or internal_ip or nodesetup.detect_node_ip(cfg)
         node_ip = node_ip or str(gateway.address.ip)
         ports.set_bridge_external_ids(
@@ -235,9 +233,14 @@ class Controller:
         subnet = self.uplink.subnet if self.uplink else None
         return str(subnet) if subnet is not None else None
 
+    def _gateway_mac(self) -> str:
+        """gw0's MAC once _set_node made it, else ""."""
+        node = self.state.node()
+        return node.gateway_mac if node is not None else ""
+
     def _start_cni(self, pod_cidrs: tuple[str, ...]) -> None:
         cfg = self.cfg
-        node = nodesetup.node_network(self.client, cfg, pod_cidrs, self.gateway_mac)
+        node = nodesetup.node_network(self.client, cfg, pod_cidrs, self._gateway_mac())
         self.cni = CniService(
             cfg.cni.server_socket,
             node,

@@ -64,6 +64,11 @@ class NodeState:
                 self._node = node
                 self._changed(everything=True)
 
+    def node(self) -> NodeConfig | None:
+        """This node's configuration (None until its podCIDR is known)."""
+        with self._cond:
+            return self._node
+
     def set_pod(self, pod: PodPort) -> None:
         """Add or update a local pod port."""
         with self._cond:
